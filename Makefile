@@ -1,0 +1,42 @@
+# The two set-up commands: `make demo` and `make test`. Both install what they need.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEBS := tshark iproute2
+
+.PHONY: demo test lint typecheck debs clean bench
+
+$(STAMP): pyproject.toml
+	@command -v python3 >/dev/null || (apt-get update && apt-get install -y python3 python3-venv)
+	@python3 -m venv $(VENV) 2>/dev/null || (apt-get update && apt-get install -y python3-venv && python3 -m venv $(VENV))
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+debs:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: debs $(STAMP) lint
+	$(VENV)/bin/pytest -q
+
+demo: debs $(STAMP)
+	$(VENV)/bin/primo sim examples/dumbbell.py --duration 10s --seed 7 --out results/demo
+
+bench: $(STAMP)
+	$(PY) bench/sim_dumbbell.py
+	$(PY) bench/sim_ring.py
+
+clean:
+	rm -rf $(VENV) .venv-bench results .mypy_cache .ruff_cache .pytest_cache
