@@ -1,11 +1,155 @@
-"""The ``primo`` command."""
+"""The ``primo`` command: one entry point with a sub-command per task."""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
 import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from primogeni.errors import PrimoError
+from primogeni.net.units import parse_duration
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 @click.group()
 @click.version_option(package_name="primogeni")
 def main() -> None:
     """PrimoGENI: build a model, request resources, deploy, run, watch, collect, tear down."""
+
+
+def _si(x: float | None, unit: str) -> str:
+    if x is None:
+        return "-"
+    for prefix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g} {prefix}{unit}"
+    if unit == "s":
+        if abs(x) >= 1:
+            return f"{x:.3g} s"
+        if abs(x) >= 1e-3:
+            return f"{x * 1e3:.3g} ms"
+        return f"{x * 1e6:.3g} µs"
+    return f"{x:.3g} {unit}"
+
+
+def _flow_table(summary: dict[str, Any], limit: int) -> Table:
+    t = Table(title="Flows", show_lines=False)
+    for col in ("flow", "kind", "src → dst", "goodput", "loss", "delay p50", "delay p99", "rtt p50", "rtt p99"):
+        t.add_column(col, justify="right" if col not in ("flow", "kind", "src → dst") else "left")
+    for f in summary["flows"][:limit]:
+        rtt = f.get("rtt_s") or {}
+        owd = f.get("one_way_delay_s") or {}
+        t.add_row(
+            f["name"], f["kind"], f"{f['src']} → {f['dst']}", _si(f["goodput_bps"], "b/s"),
+            f"{f['loss_ratio'] * 100:.2f} %", _si(owd.get("p50"), "s"), _si(owd.get("p99"), "s"),
+            _si(rtt.get("p50"), "s"), _si(rtt.get("p99"), "s"),
+        )
+    if len(summary["flows"]) > limit:
+        t.caption = f"{len(summary['flows']) - limit} more flows in summary.json"
+    return t
+
+
+def _link_table(summary: dict[str, Any], limit: int) -> Table:
+    t = Table(title="Busiest link directions")
+    for col in ("interface", "bandwidth", "utilisation", "drops", "mean queue", "mean wait"):
+        t.add_column(col, justify="left" if col == "interface" else "right")
+    dirs = [d for link in summary["links"] for d in link["directions"]]
+    dirs.sort(key=lambda d: (-d["utilisation"], d["interface"]))
+    for d in dirs[:limit]:
+        t.add_row(
+            d["interface"], _si(d["bandwidth_bps"], "b/s"), f"{d['utilisation'] * 100:.1f} %",
+            str(d["queue_drops"] + d["random_losses"]), f"{d['mean_queue_packets']:.2f} pkt",
+            _si(d["mean_queueing_delay_s"], "s"),
+        )
+    return t
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--duration", "-d", default="10s", callback=_duration, help="Simulated time, e.g. 10s, 500ms.")
+@click.option("--seed", default=1, type=int, show_default=True, help="Seed of every random generator.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="Write summary.json, CSV series, pcaps here.")
+@click.option("--interval", default="100ms", callback=_duration, show_default=True, help="Time-series interval.")
+@click.option("--capture", "-c", multiple=True, help="Write a pcap of this interface (e.g. top:h1:eth0).")
+@click.option("--param", "-p", multiple=True, help="key=value passed to a Python model's model().")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of tables.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def sim(model: str, duration: int, seed: int, out: str | None, interval: int, capture: tuple[str, ...],
+        param: tuple[str, ...], as_json: bool, quiet: bool) -> None:
+    """Run MODEL (a .py or .dml file) in the simulator and report what happened."""
+    from primogeni.sim.loader import load_model
+    from primogeni.sim.simulation import Simulation
+
+    console = Console(stderr=True)
+    params = {}
+    for kv in param:
+        if "=" not in kv:
+            raise click.BadParameter(f"{kv!r} is not key=value", param_hint="--param")
+        k, v = kv.split("=", 1)
+        params[k] = v
+    try:
+        network = load_model(model, params)
+        simulation = Simulation(network, seed=seed, capture=capture, sample_interval=interval)
+        simulation.check()
+    except PrimoError as e:
+        console.print(f"[red]error:[/red] {e}")
+        sys.exit(2)
+    t0 = time.perf_counter()
+    if quiet or not console.is_terminal and as_json:
+        results = simulation.run(duration)
+    else:
+        with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.fields[t]}"),
+                      TimeElapsedColumn(), console=console, transient=False) as prog:
+            task = prog.add_task("sim", total=duration, t="")
+            results = simulation.run(
+                duration, lambda now: prog.update(task, completed=now, t=f"{now / 1e9:.2f}/{duration / 1e9:g} s")
+            )
+    wall = time.perf_counter() - t0
+    if out:
+        files = results.write(out)
+        console.print(f"wrote {', '.join(str(f) for f in files)}")
+    if as_json:
+        click.echo(json.dumps(results.summary, indent=2, sort_keys=True))
+    else:
+        con = Console()
+        con.print(_flow_table(results.summary, 30))
+        con.print(_link_table(results.summary, 15))
+    console.print(
+        f"{results.events} events in {wall:.2f} s wall ({results.events / wall:,.0f} events/s), "
+        f"{duration / 1e9:g} s simulated (×{duration / 1e9 / wall:.2f} real time)"
+    )
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--param", "-p", multiple=True, help="key=value passed to a Python model's model().")
+def check(model: str, param: tuple[str, ...]) -> None:
+    """Check MODEL without running it: addresses, routes, traffic endpoints."""
+    from primogeni.sim.loader import load_model
+    from primogeni.sim.simulation import Simulation
+
+    params = dict(kv.split("=", 1) for kv in param if "=" in kv)
+    try:
+        sim_ = Simulation(load_model(model, params))
+        sim_.check()
+    except PrimoError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    flows = sum(1 for _ in sim_.network.all_flows())
+    click.echo(f"{Path(model).name}: {len(sim_.nodes)} nodes, {len(sim_.ports)} interfaces, "
+               f"{sum(1 for _ in sim_.network.all_links())} links, {flows} flows: ok")

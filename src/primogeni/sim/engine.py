@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from heapq import heappop, heappush
+from itertools import count
 from typing import Any
 
 
@@ -35,12 +36,14 @@ class Timer:
 class Engine:
     """A deterministic event loop over integer-nanosecond time."""
 
-    __slots__ = ("_heap", "_seq", "_stopped", "events", "now")
+    __slots__ = ("_stopped", "counter", "events", "heap", "now")
 
     def __init__(self) -> None:
         self.now = 0
-        self._heap: list[tuple[int, int, Callable[[Any], object], Any]] = []
-        self._seq = 0
+        # Hot-path contract: model code may push ``(time, next(counter), handler, arg)``
+        # onto ``heap`` directly (with time >= now) to save a call per event.
+        self.heap: list[tuple[int, int, Callable[[Any], object], Any]] = []
+        self.counter = count()
         self._stopped = False
         self.events = 0  # events executed so far
 
@@ -48,8 +51,7 @@ class Engine:
         """Call ``handler(arg)`` at absolute ``time`` (ns); never earlier than now."""
         if time < self.now:
             raise ValueError(f"cannot schedule in the past: {time} < now {self.now}")
-        self._seq += 1
-        heappush(self._heap, (time, self._seq, handler, arg))
+        heappush(self.heap, (time, next(self.counter), handler, arg))
 
     def timer(self, time: int, handler: Callable[[Any], object], arg: Any = None) -> Timer:
         """Like :meth:`schedule`, but returns a :class:`Timer` that can be cancelled."""
@@ -67,17 +69,17 @@ class Engine:
 
     @property
     def pending(self) -> int:
-        return len(self._heap)
+        return len(self.heap)
 
     def peek(self) -> int | None:
         """Time of the next event, or None when there is none."""
-        return self._heap[0][0] if self._heap else None
+        return self.heap[0][0] if self.heap else None
 
     def step(self) -> bool:
         """Run one event; False when there was none."""
-        if not self._heap:
+        if not self.heap:
             return False
-        t, _, handler, arg = heappop(self._heap)
+        t, _, handler, arg = heappop(self.heap)
         self.now = t
         self.events += 1
         handler(arg)
@@ -85,7 +87,7 @@ class Engine:
 
     def run(self, until: int | None = None) -> None:
         """Run events in time order up to and including ``until`` (ns), then set now = until."""
-        heap = self._heap
+        heap = self.heap
         pop = heappop
         self._stopped = False
         n = 0

@@ -1,0 +1,330 @@
+"""Runtime hosts, routers and interfaces: the simulator's hot path.
+
+A :class:`Port` is one interface's transmit side: a drop-tail queue feeding a transmitter of
+fixed rate, then the propagation delay. It needs no event at the end of a transmission: the
+departure time of every queued packet is known when it is queued (``busy_until``), so a packet
+costs one event per hop, its arrival at the next node. The queue's occupancy is the number of
+packets whose transmission has not finished by now (the ``dep`` deque of finish times).
+
+Queue and link statistics follow from the same numbers: utilisation is the sum of
+transmission times over the run; the mean queue length is the sum of waiting times over the
+run (Little's law).
+
+A :class:`SimNode` receives packets, delivers those addressed to it to its protocol handlers,
+and forwards the rest (routers only) by longest-prefix match, decrementing the TTL and
+answering with ICMP time-exceeded or destination-unreachable.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from heapq import heappush
+from random import Random
+from typing import TYPE_CHECKING, Any
+
+from primogeni.sim.engine import Engine
+
+if TYPE_CHECKING:
+    from primogeni.sim.measure import FlowStats, Tap
+    from primogeni.sim.routing import Routing
+
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+ICMP_ECHO_REPLY = 0
+ICMP_UNREACH = 3
+ICMP_ECHO = 8
+ICMP_TIME_EXCEEDED = 11
+DEFAULT_TTL = 64
+
+
+class Packet:
+    """An IPv4 packet in flight. ``size`` is the IP total length in bytes."""
+
+    __slots__ = ("dst", "flow", "ident", "payload", "proto", "sent", "size", "src", "ttl")
+
+    def __init__(
+        self, src: int, dst: int, proto: int, size: int, payload: Any, flow: FlowStats | None = None, ttl: int = 64
+    ) -> None:
+        self.src = src
+        self.dst = dst
+        self.proto = proto
+        self.size = size
+        self.payload = payload
+        self.flow = flow
+        self.ttl = ttl
+        self.ident = 0
+        self.sent = 0
+
+
+class UdpDatagram:
+    """A UDP datagram; ``seq`` and ``sent`` are the measuring application's own header."""
+
+    __slots__ = ("data", "dport", "length", "sent", "seq", "sport")
+
+    def __init__(self, sport: int, dport: int, length: int, seq: int, sent: int, data: bytes | None = None):
+        self.sport = sport
+        self.dport = dport
+        self.length = length  # payload bytes
+        self.seq = seq
+        self.sent = sent
+        self.data = data
+
+
+class IcmpMessage:
+    """An ICMP message. Echo: ``ident``/``seq``; errors: ``original`` is the offending packet."""
+
+    __slots__ = ("code", "ident", "length", "original", "sent", "seq", "type")
+
+    def __init__(
+        self, type_: int, code: int, ident: int = 0, seq: int = 0, length: int = 8,
+        sent: int = 0, original: Packet | None = None,
+    ) -> None:
+        self.type = type_
+        self.code = code
+        self.ident = ident
+        self.seq = seq
+        self.length = length  # ICMP bytes (header + data)
+        self.sent = sent
+        self.original = original
+
+
+class Port:
+    """Transmit side of an interface: queue, transmitter, propagation delay, random loss."""
+
+    __slots__ = (
+        "addr", "busy_ns", "busy_until", "bps", "byte_limit", "counter", "delay", "deliver",
+        "dep", "dep_bytes", "drops", "engine", "heap", "lost", "loss", "name", "node", "path",
+        "plen", "qbytes", "qlimit", "rng", "tap", "tx_bytes", "tx_packets", "wait_ns", "link",
+    )
+
+    def __init__(
+        self, node: SimNode, name: str, path: str, addr: int, plen: int, bps: int, delay: int,
+        qlimit: int, byte_limit: bool, loss: float, rng: Random, engine: Engine, link: str,
+    ) -> None:
+        self.node = node
+        self.name = name
+        self.path = path
+        self.link = link
+        self.addr = addr
+        self.plen = plen
+        self.bps = bps
+        self.delay = delay
+        self.qlimit = qlimit  # waiting packets (or bytes), not counting the one in service
+        self.byte_limit = byte_limit
+        self.loss = loss
+        self.rng = rng
+        self.engine = engine
+        self.heap = engine.heap
+        self.counter = engine.counter
+        self.deliver: Callable[[Packet], None] = node.receive
+        self.dep: deque[int] = deque()  # finish times of packets queued or in service
+        self.dep_bytes: deque[int] = deque()  # their sizes (byte-limited queues only)
+        self.qbytes = 0
+        self.busy_until = 0
+        self.tap: Tap | None = None
+        self.tx_packets = 0
+        self.tx_bytes = 0
+        self.drops = 0
+        self.lost = 0
+        self.busy_ns = 0
+        self.wait_ns = 0
+
+    def send(self, pkt: Packet, rx: Port) -> None:
+        """Queue ``pkt`` for transmission to ``rx`` (the receiving interface)."""
+        now = self.engine.now
+        dep = self.dep
+        if self.byte_limit:
+            db = self.dep_bytes
+            while dep and dep[0] <= now:
+                dep.popleft()
+                self.qbytes -= db.popleft()
+            # bytes waiting = all queued minus the one in service
+            if dep and self.qbytes - db[0] + pkt.size > self.qlimit:
+                self.drops += 1
+                if pkt.flow is not None:
+                    pkt.flow.drops += 1
+                return
+            db.append(pkt.size)
+            self.qbytes += pkt.size
+        else:
+            while dep and dep[0] <= now:
+                dep.popleft()
+            if len(dep) > self.qlimit:
+                self.drops += 1
+                if pkt.flow is not None:
+                    pkt.flow.drops += 1
+                return
+        start = self.busy_until
+        if start < now:
+            start = now
+        else:
+            self.wait_ns += start - now
+        tx = -((-pkt.size * 8_000_000_000) // self.bps)
+        finish = start + tx
+        self.busy_until = finish
+        dep.append(finish)
+        self.busy_ns += tx
+        self.tx_packets += 1
+        self.tx_bytes += pkt.size
+        if self.tap is not None:
+            self.tap.record(start, pkt)
+        if self.loss and self.rng.random() < self.loss:
+            self.lost += 1
+            if pkt.flow is not None:
+                pkt.flow.drops += 1
+            return
+        arrival = finish + self.delay
+        if rx.tap is not None:
+            rx.tap.record(arrival, pkt)
+        heappush(self.heap, (arrival, next(self.counter), rx.deliver, pkt))
+
+    def queue_length(self) -> int:
+        """Packets waiting or in service now."""
+        now = self.engine.now
+        return sum(1 for t in self.dep if t > now)
+
+
+class SimNode:
+    """A runtime host or router."""
+
+    __slots__ = (
+        "addrs", "engine", "fib", "forwards", "icmp_handlers", "ident", "name", "no_route",
+        "path", "ports", "rng", "routing", "tcp", "tcp_listen", "ttl_expired", "udp", "next_port",
+        "not_for_me",
+    )
+
+    def __init__(self, path: str, name: str, forwards: bool, engine: Engine, rng: Random) -> None:
+        self.path = path
+        self.name = name
+        self.forwards = forwards
+        self.engine = engine
+        self.rng = rng
+        self.ports: list[Port] = []
+        self.addrs: set[int] = set()
+        self.fib: dict[int, tuple[Port, Port] | None] = {}  # cache: destination -> (out, rx)
+        self.routing: Routing | None = None
+        self.tcp: dict[tuple[int, int, int], Any] = {}  # (lport, raddr, rport) -> agent
+        self.tcp_listen: dict[int, Callable[[Packet], None]] = {}
+        self.udp: dict[int, Callable[[Packet], None]] = {}
+        self.icmp_handlers: dict[int, Callable[[Packet], None]] = {}  # echo ident -> handler
+        self.ident = 0
+        self.next_port = 49152
+        self.ttl_expired = 0
+        self.no_route = 0
+        self.not_for_me = 0
+
+    @property
+    def address(self) -> int:
+        """The node's first address (for packets it originates without a better choice)."""
+        return self.ports[0].addr
+
+    def ephemeral_port(self) -> int:
+        p = self.next_port
+        self.next_port = 49152 if p >= 65535 else p + 1
+        return p
+
+    # -- forwarding ----------------------------------------------------------------------
+    def receive(self, pkt: Packet) -> None:
+        dst = pkt.dst
+        if dst in self.addrs:
+            self.local(pkt)
+            return
+        if not self.forwards:
+            self.not_for_me += 1
+            return
+        ttl = pkt.ttl - 1
+        if ttl <= 0:
+            self.ttl_expired += 1
+            if pkt.flow is not None:
+                pkt.flow.drops += 1
+            self.icmp_error(pkt, ICMP_TIME_EXCEEDED, 0)
+            return
+        pkt.ttl = ttl
+        try:
+            hop = self.fib[dst]
+        except KeyError:
+            hop = self.lookup(dst)
+        if hop is None:
+            self.no_route += 1
+            if pkt.flow is not None:
+                pkt.flow.drops += 1
+            self.icmp_error(pkt, ICMP_UNREACH, 0)
+            return
+        hop[0].send(pkt, hop[1])
+
+    def output(self, pkt: Packet) -> bool:
+        """Send a packet this node originates; False when there is no route."""
+        try:
+            hop = self.fib[pkt.dst]
+        except KeyError:
+            hop = self.lookup(pkt.dst)
+        if hop is None:
+            self.no_route += 1
+            return False
+        self.ident = (self.ident + 1) & 0xFFFF
+        pkt.ident = self.ident
+        pkt.sent = self.engine.now
+        if pkt.dst in self.addrs:  # to itself: loopback, no link
+            self.engine.schedule(self.engine.now, self.local, pkt)
+            return True
+        hop[0].send(pkt, hop[1])
+        return True
+
+    def lookup(self, dst: int) -> tuple[Port, Port] | None:
+        assert self.routing is not None
+        hop = self.routing.next_hop(self, dst)
+        self.fib[dst] = hop
+        return hop
+
+    def source_for(self, dst: int) -> int:
+        """The address of the interface this node would use to reach ``dst``."""
+        hop = self.fib.get(dst) or self.lookup(dst)
+        return hop[0].addr if hop is not None else self.address
+
+    # -- local delivery ------------------------------------------------------------------
+    def local(self, pkt: Packet) -> None:
+        proto = pkt.proto
+        if proto == PROTO_TCP:
+            seg = pkt.payload
+            agent = self.tcp.get((seg.dport, pkt.src, seg.sport))
+            if agent is not None:
+                agent.segment(pkt)
+                return
+            listener = self.tcp_listen.get(seg.dport)
+            if listener is not None:
+                listener(pkt)
+            return
+        if proto == PROTO_UDP:
+            handler = self.udp.get(pkt.payload.dport)
+            if handler is not None:
+                handler(pkt)
+            else:
+                self.icmp_error(pkt, ICMP_UNREACH, 3)  # port unreachable
+            return
+        if proto == PROTO_ICMP:
+            msg = pkt.payload
+            if msg.type == ICMP_ECHO:
+                reply = IcmpMessage(ICMP_ECHO_REPLY, 0, msg.ident, msg.seq, msg.length, msg.sent)
+                self.output(Packet(pkt.dst, pkt.src, PROTO_ICMP, pkt.size, reply, pkt.flow))
+                return
+            if msg.type == ICMP_ECHO_REPLY:
+                h = self.icmp_handlers.get(msg.ident)
+            else:
+                orig = msg.original
+                h = self.icmp_handlers.get(orig.payload.ident) if orig is not None and orig.proto == PROTO_ICMP else None
+            if h is not None:
+                h(pkt)
+
+    def icmp_error(self, pkt: Packet, type_: int, code: int) -> None:
+        """Answer ``pkt`` with an ICMP error (never about another ICMP error)."""
+        if pkt.proto == PROTO_ICMP and pkt.payload.type not in (ICMP_ECHO, ICMP_ECHO_REPLY):
+            return
+        # RFC 792: the original IP header and the first 8 bytes of its data.
+        msg = IcmpMessage(type_, code, length=8 + 28, original=pkt)
+        src = self.source_for(pkt.src)
+        self.output(Packet(src, pkt.src, PROTO_ICMP, 20 + msg.length, msg, None))
+
+    def __repr__(self) -> str:
+        return f"<SimNode {self.path}>"
