@@ -155,7 +155,7 @@ def build_dumbbell(ns, a: argparse.Namespace):
         sapps.Start(ns.Seconds(0.0))
         sapps.Stop(ns.Seconds(a.duration))
         sink = sapps.Get(0)
-        if not os.environ.get("NOHOOK"): ns.cppyy.gbl.primo_bench.HookSink(sink)
+        ns.cppyy.gbl.primo_bench.HookSink(sink)
         sinks.append(ns.DynamicCast[ns.PacketSink](sink))
         start = i * 0.1 / n
         starts.append(start)
@@ -222,7 +222,7 @@ def build_ring(ns, a: argparse.Namespace):
         sapps.Start(ns.Seconds(0.0))
         sapps.Stop(ns.Seconds(a.duration))
         sink = sapps.Get(0)
-        if not os.environ.get("NOHOOK"): ns.cppyy.gbl.primo_bench.HookSink(sink)
+        ns.cppyy.gbl.primo_bench.HookSink(sink)
         sinks.append(ns.DynamicCast[ns.PacketSink](sink))
         starts.append(0.0)
         client = ns.UdpClientHelper(host_if[dsts[i]].GetAddress(0), port + i)
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     a = _parse(sys.argv[1:] if argv is None else argv)
     out_fd = _redirect_stdout()
 
-    from ns import ns  # noqa: PLC0415  (slow: cppyy loads ns-3 headers; not part of any timing)
+    from ns import ns
 
     ns.cppyy.cppdef(_CPP)
     ns.RngSeedManager.SetSeed(1)

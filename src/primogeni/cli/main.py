@@ -110,7 +110,7 @@ def sim(model: str, duration: int, seed: int, out: str | None, interval: int, ca
         console.print(f"[red]error:[/red] {e}")
         sys.exit(2)
     t0 = time.perf_counter()
-    if quiet or not console.is_terminal and as_json:
+    if quiet or (not console.is_terminal and as_json):
         results = simulation.run(duration)
     else:
         with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.fields[t]}"),

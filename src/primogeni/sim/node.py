@@ -94,9 +94,33 @@ class Port:
     """Transmit side of an interface: queue, transmitter, propagation delay, random loss."""
 
     __slots__ = (
-        "addr", "busy_ns", "busy_until", "bps", "byte_limit", "counter", "delay", "deliver",
-        "dep", "dep_bytes", "drops", "engine", "heap", "lost", "loss", "name", "node", "path",
-        "plen", "qbytes", "qlimit", "rng", "tap", "tx_bytes", "tx_packets", "wait_ns", "link",
+        "addr",
+        "bps",
+        "busy_ns",
+        "busy_until",
+        "byte_limit",
+        "counter",
+        "delay",
+        "deliver",
+        "dep",
+        "dep_bytes",
+        "drops",
+        "engine",
+        "heap",
+        "link",
+        "loss",
+        "lost",
+        "name",
+        "node",
+        "path",
+        "plen",
+        "qbytes",
+        "qlimit",
+        "rng",
+        "tap",
+        "tx_bytes",
+        "tx_packets",
+        "wait_ns",
     )
 
     def __init__(
@@ -190,9 +214,25 @@ class SimNode:
     """A runtime host or router."""
 
     __slots__ = (
-        "addrs", "engine", "fib", "forwards", "icmp_handlers", "ident", "name", "no_route",
-        "path", "ports", "rng", "routing", "tcp", "tcp_listen", "ttl_expired", "udp", "next_port",
+        "addrs",
+        "delivered",
+        "engine",
+        "fib",
+        "forwards",
+        "icmp_handlers",
+        "ident",
+        "name",
+        "next_port",
+        "no_route",
         "not_for_me",
+        "path",
+        "ports",
+        "rng",
+        "routing",
+        "tcp",
+        "tcp_listen",
+        "ttl_expired",
+        "udp",
     )
 
     def __init__(self, path: str, name: str, forwards: bool, engine: Engine, rng: Random) -> None:
@@ -214,6 +254,7 @@ class SimNode:
         self.ttl_expired = 0
         self.no_route = 0
         self.not_for_me = 0
+        self.delivered = 0  # packets delivered to this node's own protocols
 
     @property
     def address(self) -> int:
@@ -285,6 +326,7 @@ class SimNode:
 
     # -- local delivery ------------------------------------------------------------------
     def local(self, pkt: Packet) -> None:
+        self.delivered += 1
         proto = pkt.proto
         if proto == PROTO_TCP:
             seg = pkt.payload
@@ -313,7 +355,9 @@ class SimNode:
                 h = self.icmp_handlers.get(msg.ident)
             else:
                 orig = msg.original
-                h = self.icmp_handlers.get(orig.payload.ident) if orig is not None and orig.proto == PROTO_ICMP else None
+                h = None
+                if orig is not None and orig.proto == PROTO_ICMP:
+                    h = self.icmp_handlers.get(orig.payload.ident)
             if h is not None:
                 h(pkt)
 

@@ -276,6 +276,7 @@ class Results:
                 "tcp_bulk_jain": jain(goodputs) if goodputs else None,
                 "flows": len(flows),
                 "nodes": len(sim.nodes),
+                "packets_delivered": sum(n.delivered for n in sim.nodes.values()),
                 "links": len(links),
             },
         })

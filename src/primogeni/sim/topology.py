@@ -9,7 +9,7 @@ a host ``h0…``; ``star`` has a router ``hub`` and hosts ``h0…``; ``campus`` 
 from __future__ import annotations
 
 from primogeni.net.units import Bytes, Packets, Rate, ms, us
-from primogeni.sim.model import Net, Network
+from primogeni.sim.model import Net, Network, Node
 
 
 def dumbbell(
@@ -52,7 +52,7 @@ def chain(
         raise ValueError("routers must be >= 0")
     net = Network(name)
     h0, h1 = net.host("h0"), net.host("h1")
-    prev = h0
+    prev: Node = h0
     for i in range(routers):
         r = net.router(f"r{i}")
         net.link(prev, r, bandwidth=bandwidth, delay=delay, queue=queue, loss=loss, name=f"l{i}")

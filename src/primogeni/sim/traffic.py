@@ -17,17 +17,13 @@ from primogeni.sim.proto.tcp import TcpConfig
 if TYPE_CHECKING:
     from primogeni.sim.model import Interface, Node
 
-    Endpoint = Node | Interface | str
-else:
-    Endpoint = object
-
 
 @dataclass(kw_only=True, eq=False)
 class Flow:
     """Common fields of every flow."""
 
-    src: Endpoint
-    dst: Endpoint
+    src: Node | Interface | str
+    dst: Node | Interface | str
     start: int = 0
     stop: int | None = None  # ns; None = until the end of the run
     name: str | None = None

@@ -333,8 +333,8 @@ def network_from_dml(root: DmlList) -> Network:
     if top is None or not isinstance(top.value, DmlList):
         raise ModelError("no top-level 'Net [ ... ]' in the model", location=root.location)
     tl = top.value
-    name = tl.get("name") if tl.find("name") else "top"
-    prefix = tl.get("prefix") if tl.find("prefix") else (tl.get("ip") if tl.find("ip") else "10.0.0.0/8")
+    name = tl.get("name", "top")
+    prefix = tl.get("prefix", tl.get("ip", "10.0.0.0/8"))
     net = Network(name, prefix, location=top.location)
     traffic = _build_net(net, tl)
     for owner, t in traffic:

@@ -111,10 +111,12 @@ class TcpConnection(TcpCore):
             self._output()
             self._set_timer()
 
-    def send_forever(self) -> None:
+    def send_forever(self, now: int | None = None) -> None:
         """Make the send queue an unlimited source of synthetic bytes (bulk simulation)."""
         if self._sndbuf is not None or self._fin_queued:
             raise TcpError("send_forever() needs a synthetic, open send queue")
+        if now is not None:
+            self._now = now
         self._snd_end = UNLIMITED
         if self._snd_una:
             self._output()
