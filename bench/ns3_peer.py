@@ -225,7 +225,7 @@ def build_ring(ns, a: argparse.Namespace):
         ns.cppyy.gbl.primo_bench.HookSink(sink)
         sinks.append(ns.DynamicCast[ns.PacketSink](sink))
         starts.append(0.0)
-        client = ns.UdpClientHelper(host_if[dsts[i]].GetAddress(0), port + i)
+        client = ns.UdpClientHelper(host_if[dsts[i]].GetAddress(0).ConvertTo(), port + i)
         client.SetAttribute("MaxPackets", ns.UintegerValue(0))  # 0 = unlimited
         client.SetAttribute("Interval", ns.TimeValue(ns.Seconds(interval)))
         client.SetAttribute("PacketSize", ns.UintegerValue(UDP_PAYLOAD))
