@@ -95,7 +95,7 @@ def sim(model: str, duration: int, seed: int, out: str | None, interval: int, ca
     from primogeni.sim.loader import load_model
     from primogeni.sim.simulation import Simulation
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, highlight=False)
     params = {}
     for kv in param:
         if "=" not in kv:
@@ -107,7 +107,7 @@ def sim(model: str, duration: int, seed: int, out: str | None, interval: int, ca
         simulation = Simulation(network, seed=seed, capture=capture, sample_interval=interval)
         simulation.check()
     except PrimoError as e:
-        console.print(f"[red]error:[/red] {e}")
+        click.echo(f"error: {e}", err=True)
         sys.exit(2)
     t0 = time.perf_counter()
     if quiet or (not console.is_terminal and as_json):
@@ -126,7 +126,7 @@ def sim(model: str, duration: int, seed: int, out: str | None, interval: int, ca
     if as_json:
         click.echo(json.dumps(results.summary, indent=2, sort_keys=True))
     else:
-        con = Console()
+        con = Console(width=None if sys.stdout.isatty() else 160)
         con.print(_flow_table(results.summary, 30))
         con.print(_link_table(results.summary, 15))
     console.print(

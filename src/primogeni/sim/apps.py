@@ -112,15 +112,24 @@ class App:
         self.engine = engine
         self.rng = rng
         self.stop_at = min(flow.stop, end) if flow.stop is not None else end
+        self.began = False
 
     def start(self) -> None:
-        self.engine.schedule(self.flow.start, self.begin)
+        self.engine.schedule(self.flow.start, self._begin)
+
+    def _begin(self, _: object) -> None:
+        self.began = True
+        self.begin()
 
     def begin(self, _: object = None) -> None:
         raise NotImplementedError
 
     def finish(self, end: int) -> None:
         """Called once at the end of the run to settle the figures."""
+
+    def delivered_now(self) -> int:
+        """Application bytes delivered so far (sampled for the time series)."""
+        return self.stats.delivered
 
 
 class TcpBulkApp(App):
@@ -158,6 +167,9 @@ class TcpBulkApp(App):
 
     def _stop(self, _: object) -> None:
         self.client.close()
+
+    def delivered_now(self) -> int:
+        return self.server.conn.delivered if self.began else 0
 
     def finish(self, end: int) -> None:
         c, s = self.client.conn, self.server.conn
@@ -222,6 +234,9 @@ class TcpRequestResponseApp(App):
             conn.send(size)
         elif what == "remote_closed":
             conn.close(self.engine.now)
+
+    def delivered_now(self) -> int:
+        return self.client.conn.delivered + self.server.conn.delivered if self.began else 0
 
     def finish(self, end: int) -> None:
         c, s = self.client.conn, self.server.conn

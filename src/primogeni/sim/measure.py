@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,17 +141,19 @@ def link_summary(port: Port, end: int) -> dict[str, Any]:
 class TimeSeries:
     """Samples cumulative counters every ``interval`` ns; written as CSV at the end."""
 
-    def __init__(self, interval: int, flows: list[FlowStats], ports: list[Port], delivered: Any) -> None:
+    def __init__(
+        self, interval: int, flows: list[FlowStats], ports: list[Port], delivered: list[Callable[[], int]]
+    ) -> None:
         self.interval = interval
         self.flows = flows
         self.ports = ports
-        self.delivered = delivered  # callable: FlowStats -> bytes delivered so far
+        self.delivered = delivered  # per flow: application bytes delivered so far
         self.flow_rows: list[tuple[int, int, int]] = []  # (time, flow index, delivered)
         self.link_rows: list[tuple[int, int, int, int, int]] = []  # (time, port, bytes, busy, drops)
 
     def sample(self, now: int) -> None:
-        for i, f in enumerate(self.flows):
-            self.flow_rows.append((now, i, self.delivered(f)))
+        for i, delivered in enumerate(self.delivered):
+            self.flow_rows.append((now, i, delivered()))
         for j, p in enumerate(self.ports):
             busy = p.busy_ns - max(0, p.busy_until - now)
             self.link_rows.append((now, j, p.tx_bytes, busy, p.drops + p.lost))

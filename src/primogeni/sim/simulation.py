@@ -213,7 +213,7 @@ class Simulation:
             if app.flow.start < duration:
                 app.start()
         ports = list(self.ports.values())
-        self._series = TimeSeries(self.sample_interval, self.flows, ports, _delivered_now(self.apps))
+        self._series = TimeSeries(self.sample_interval, self.flows, ports, [a.delivered_now for a in self.apps])
         t = self.sample_interval
         while t <= duration:
             self.engine.schedule(t, self._series.sample, t)
@@ -228,22 +228,9 @@ class Simulation:
         if self.engine.now < self.duration:
             self.advance(self.duration)
         for app in self.apps:
-            app.finish(self.duration)
+            if app.began:
+                app.finish(self.duration)
         return Results(self, self.duration, self._series)
-
-
-def _delivered_now(apps: list[App]) -> Callable[[FlowStats], int]:
-    by_stats = {id(a.stats): a for a in apps}
-
-    def delivered(st: FlowStats) -> int:
-        app = by_stats[id(st)]
-        server = getattr(app, "server", None)
-        client = getattr(app, "client", None)
-        if server is not None and client is not None:
-            return int(server.conn.delivered + (client.conn.delivered if app.flow.kind == "tcp_reqresp" else 0))
-        return st.delivered
-
-    return delivered
 
 
 class Results:

@@ -9,10 +9,10 @@ Division of work:
 
 * :mod:`.tcp_segment` -- flags, :class:`Segment`, :class:`TcpConfig`.
 * :mod:`.tcp_sack` -- the sender's SACK scoreboard and the receiver's reassembly queue.
-* this module -- the connection: handshake (RFC 9293), windows and scaling (RFC 7323),
-  delayed ACKs (RFC 1122, RFC 5681 section 4.2), congestion control (RFC 5681), fast
-  recovery (NewReno, RFC 6582, or SACK-based, RFC 6675), limited transmit (RFC 3042),
-  the retransmission timer (RFC 6298, with Karn's rule), persist timer and teardown.
+* :mod:`.tcp_core` -- every field of a connection; building segments and the window.
+* :mod:`.tcp_sender` -- transmit loops, congestion control, recovery, RTO and persist timers.
+* this module -- the API and arriving segments: handshake (RFC 9293), acceptability and
+  reassembly, delayed ACKs (RFC 1122, RFC 5681 section 4.2), ACK processing, FIN and RST.
 
 Sequence numbers are kept internally as unbounded offsets from the ISS (ours) and IRS
 (theirs): our SYN is offset 0, our first data byte offset 1, our FIN offset ``1 + bytes sent``.
@@ -26,7 +26,7 @@ one when ``next_timer`` moves earlier (the RTO deadline moves later on every ACK
 
 from __future__ import annotations
 
-from primogeni.sim.proto.tcp_core import UNLIMITED, TcpCore
+from primogeni.sim.proto.tcp_core import UNLIMITED
 from primogeni.sim.proto.tcp_segment import (
     ACK,
     FIN,
@@ -38,6 +38,7 @@ from primogeni.sim.proto.tcp_segment import (
     TcpConfig,
     TcpError,
 )
+from primogeni.sim.proto.tcp_sender import TcpSender
 
 __all__ = [
     "ACK",
@@ -51,13 +52,11 @@ __all__ = [
     "TcpError",
 ]
 
-_SYNCED = frozenset(
-    ("ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
-)
+_SYNCED = frozenset(("ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT"))
 _RECEIVING = frozenset(("ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2"))
 
 
-class TcpConnection(TcpCore):
+class TcpConnection(TcpSender):
     """One TCP endpoint. See the module docstring for how to drive it."""
 
     __slots__ = ()

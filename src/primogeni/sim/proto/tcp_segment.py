@@ -88,9 +88,7 @@ class Segment:
 
     def __repr__(self) -> str:
         names = "".join(
-            c
-            for bit, c in ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "."))
-            if self.flags & bit
+            c for bit, c in ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, ".")) if self.flags & bit
         )
         extra = f" sack={self.sacks}" if self.sacks else ""
         return (
