@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
 
     events = int(ns.Simulator.GetEventCount())
     rx_bytes = [int(s.GetTotalRx()) for s in sinks]
-    flows = [b * 8 / (a.duration - st) for b, st in zip(rx_bytes, starts)]
+    flows = [b * 8 / (a.duration - st) for b, st in zip(rx_bytes, starts, strict=True)]
     if proto == "udp":
         packets = int(ns.cppyy.gbl.primo_bench.RxPackets())
     else:  # bulk TCP sends full MSS segments: in-order data segments handed to the sink

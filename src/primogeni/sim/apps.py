@@ -146,9 +146,9 @@ class TcpBulkApp(App):
         client = TcpConnection(cfg, sport, dport, _iss(self.rng))
         self.client = TcpAgent(self.src, client, self.saddr, self.daddr, self.stats)
         if self.flow.size is None:
-            client.send_forever()
+            client.send_forever(now=self.engine.now)
         else:
-            client.send(self.flow.size)
+            client.send(self.flow.size, now=self.engine.now)
         client.on_event = self._client_event
         server.on_event = self._server_event
         client.connect(self.engine.now)
@@ -213,7 +213,7 @@ class TcpRequestResponseApp(App):
         self.asked += 1
         self.asked_at = self.engine.now
         self.request_end += f.request_size
-        self.client.conn.send(f.request_size)
+        self.client.conn.send(f.request_size, now=self.engine.now)
         self.client.flush()
 
     def _client_event(self, what: str, conn: TcpConnection) -> None:
@@ -231,7 +231,7 @@ class TcpRequestResponseApp(App):
             self.served += 1
             # The client learns the response length from its header; we keep it on the side.
             self.response_end = self.client.conn.delivered + size
-            conn.send(size)
+            conn.send(size, now=self.engine.now)
         elif what == "remote_closed":
             conn.close(self.engine.now)
 
