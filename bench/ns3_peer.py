@@ -254,10 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     sinks, starts, proto = (build_dumbbell if a.scenario == "dumbbell" else build_ring)(ns, a)
     ns.Simulator.Stop(ns.Seconds(a.duration))
     build_wall = time.perf_counter() - t0
+    print(f"ns3_peer: built in {build_wall:.2f} s, running", file=sys.stderr, flush=True)
 
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     ns.Simulator.Run()
     run_wall = time.perf_counter() - t0
+    run_cpu = time.process_time() - c0
 
     events = int(ns.Simulator.GetEventCount())
     rx_bytes = [int(s.GetTotalRx()) for s in sinks]
@@ -275,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "scenario": a.scenario,
         "params": {k: v for k, v in vars(a).items() if k != "scenario"},
         "run_wall_s": round(run_wall, 4),
+        "run_cpu_s": round(run_cpu, 4),
         "build_wall_s": round(build_wall, 4),
         "events": events,
         "sim_seconds": a.duration,

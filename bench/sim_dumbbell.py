@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fmt, peak_rss_mb, run_child, run_ns3  # noqa: E402
-
-from primogeni.sim import Packets, Rate, Simulation, TcpBulk, TcpConfig, dumbbell, ms, s  # noqa: E402
+from _common import fmt, peak_rss_mb, run_child, run_ns3
+from primogeni.sim import Packets, Rate, Simulation, TcpBulk, TcpConfig, dumbbell, ms, s
 
 
 def one(n: int) -> dict:

@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import peak_rss_mb, run_child, run_ns3  # noqa: E402
-
-from primogeni.sim import Packets, Rate, Simulation, UdpCbr, ms, ring, s, us  # noqa: E402
+from _common import peak_rss_mb, run_child, run_ns3
+from primogeni.sim import Packets, Rate, Simulation, UdpCbr, ms, ring, s, us
 
 
 def destinations(r: int, seed: int = 1) -> list[int]:
