@@ -21,7 +21,8 @@ from primogeni.sim import (
 from primogeni.sim.traffic import Ping
 
 
-def _pair(bw=Rate.mbps(100)):
+def _pair(bw: Rate | None = None):
+    bw = bw or Rate.mbps(100)
     net = Network()
     a, r, b = net.host("a"), net.router("r"), net.host("b")
     net.link(a, r, bandwidth=bw, delay=ms(5))
