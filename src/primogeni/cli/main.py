@@ -43,7 +43,9 @@ def _si(x: float | None, unit: str) -> str:
             return f"{x:.3g} s"
         if abs(x) >= 1e-3:
             return f"{x * 1e3:.3g} ms"
-        return f"{x * 1e6:.3g} µs"
+        if abs(x) >= 1e-6 or x == 0:
+            return f"{x * 1e6:.3g} µs"
+        return f"{x * 1e9:.3g} ns"
     return f"{x:.3g} {unit}"
 
 
@@ -55,7 +57,8 @@ def _flow_table(summary: dict[str, Any], limit: int) -> Table:
         rtt = f.get("rtt_s") or {}
         owd = f.get("one_way_delay_s") or {}
         t.add_row(
-            f["name"], f["kind"], f"{f['src']} → {f['dst']}", _si(f["goodput_bps"], "b/s"),
+            f["name"], f["kind"], f"{f['src']} → {f['dst']}",
+            _si(f["goodput_bps"], "b/s") if f["kind"] != "ping" else "-",
             f"{f['loss_ratio'] * 100:.2f} %", _si(owd.get("p50"), "s"), _si(owd.get("p99"), "s"),
             _si(rtt.get("p50"), "s"), _si(rtt.get("p99"), "s"),
         )
