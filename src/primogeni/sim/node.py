@@ -113,6 +113,7 @@ class Port:
         "name",
         "node",
         "path",
+        "plain",
         "plen",
         "qbytes",
         "qlimit",
@@ -148,6 +149,8 @@ class Port:
         self.qbytes = 0
         self.busy_until = 0
         self.tap: Tap | None = None
+        # True while send() may take the fast path (set False for loss, byte limits, captures)
+        self.plain = not byte_limit and not loss
         self.tx_packets = 0
         self.tx_bytes = 0
         self.drops = 0
@@ -158,6 +161,37 @@ class Port:
     def send(self, pkt: Packet, rx: Port) -> None:
         """Queue ``pkt`` for transmission to ``rx`` (the receiving interface)."""
         now = self.engine.now
+        if not self.plain:
+            self._send_full(pkt, rx, now)
+            return
+        # Fast path: packet-limited queue, no loss, no capture.
+        dep = self.dep
+        start = self.busy_until
+        if start <= now:  # idle: every queued packet has left
+            if dep:
+                dep.clear()
+            start = now
+        else:
+            while dep[0] <= now:  # dep is not empty: its last entry is busy_until > now
+                dep.popleft()
+            if len(dep) > self.qlimit:
+                self.drops += 1
+                if pkt.flow is not None:
+                    pkt.flow.drops += 1
+                return
+            self.wait_ns += start - now
+        size = pkt.size
+        tx = -((-size * 8_000_000_000) // self.bps)
+        finish = start + tx
+        self.busy_until = finish
+        dep.append(finish)
+        self.busy_ns += tx
+        self.tx_packets += 1
+        self.tx_bytes += size
+        heappush(self.heap, (finish + self.delay, next(self.counter), rx.deliver, pkt))
+
+    def _send_full(self, pkt: Packet, rx: Port, now: int) -> None:
+        """The general path: byte-limited queues, random loss, captures."""
         dep = self.dep
         if self.byte_limit:
             db = self.dep_bytes

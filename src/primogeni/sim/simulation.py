@@ -85,6 +85,9 @@ class Simulation:
                 raise ModelError(f"cannot capture: no interface {name!r} (use a full name like top:h1:eth0)")
             port.tap = Tap(name, snaplen)
             self.taps[name] = port.tap
+        if self.taps:  # a capture sees packets arriving from any port: all take the full path
+            for p in self.ports.values():
+                p.plain = False
         self._ran = False
 
     # -- building ------------------------------------------------------------------------
