@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBS := tshark iproute2
 
-.PHONY: demo test lint typecheck debs clean bench
+.PHONY: demo test lint debs clean bench bench-venv
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || (apt-get update && apt-get install -y python3 python3-venv)
@@ -35,8 +35,13 @@ demo: debs $(STAMP)
 	$(VENV)/bin/primo sim examples/dumbbell.py --duration 10s --seed 7 --out results/demo
 
 bench: $(STAMP)
-	$(PY) bench/sim_dumbbell.py
-	$(PY) bench/sim_ring.py
+	$(PY) bench/sim_dumbbell.py 1 10 100
+	$(PY) bench/sim_ring.py 10 100
+
+# ns-3 (PyPI ns3) for side-by-side figures, in its own venv; see bench/README.md
+bench-venv:
+	@[ -x .venv-bench/bin/python ] || python3 -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet ns3==3.44.post0
 
 clean:
 	rm -rf $(VENV) .venv-bench results .mypy_cache .ruff_cache .pytest_cache
