@@ -7,7 +7,9 @@ import json
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 NS3_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
@@ -39,6 +41,16 @@ def run_ns3(args: list[str], timeout: float) -> dict | None:
     if p.returncode != 0:
         return {"error": p.stderr.strip().splitlines()[-1:] or ["failed"]}
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def timed_run(sim: Any, duration: int) -> tuple[Any, float, float]:
+    """Run a Simulation; returns (results, build seconds, run seconds)."""
+    t0 = time.perf_counter()
+    sim.start(duration)
+    t1 = time.perf_counter()
+    sim.advance(duration)
+    t2 = time.perf_counter()
+    return sim.finish(), t1 - t0, t2 - t1
 
 
 def fmt(x: float | None, spec: str = ".3g") -> str:

@@ -175,9 +175,7 @@ class Port:
             while dep[0] <= now:  # dep is not empty: its last entry is busy_until > now
                 dep.popleft()
             if len(dep) > self.qlimit:
-                self.drops += 1
-                if pkt.flow is not None:
-                    pkt.flow.drops += 1
+                self._drop(pkt)
                 return
             self.wait_ns += start - now
         size = pkt.size
@@ -190,6 +188,11 @@ class Port:
         self.tx_bytes += size
         heappush(self.heap, (finish + self.delay, next(self.counter), rx.deliver, pkt))
 
+    def _drop(self, pkt: Packet) -> None:
+        self.drops += 1
+        if pkt.flow is not None:
+            pkt.flow.drops += 1
+
     def _send_full(self, pkt: Packet, rx: Port, now: int) -> None:
         """The general path: byte-limited queues, random loss, captures."""
         dep = self.dep
@@ -200,9 +203,7 @@ class Port:
                 self.qbytes -= db.popleft()
             # bytes waiting = all queued minus the one in service
             if dep and self.qbytes - db[0] + pkt.size > self.qlimit:
-                self.drops += 1
-                if pkt.flow is not None:
-                    pkt.flow.drops += 1
+                self._drop(pkt)
                 return
             db.append(pkt.size)
             self.qbytes += pkt.size
@@ -210,9 +211,7 @@ class Port:
             while dep and dep[0] <= now:
                 dep.popleft()
             if len(dep) > self.qlimit:
-                self.drops += 1
-                if pkt.flow is not None:
-                    pkt.flow.drops += 1
+                self._drop(pkt)
                 return
         start = self.busy_until
         if start < now:
