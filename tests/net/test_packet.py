@@ -14,6 +14,16 @@ from ipaddress import IPv4Address
 import pytest
 
 from primogeni.errors import PrimoError
+from primogeni.net.decode import (
+    IcmpHeader,
+    TcpHeader,
+    UdpHeader,
+    decode_icmp,
+    decode_ip_packet,
+    decode_ipv4,
+    decode_tcp,
+    decode_udp,
+)
 from primogeni.net.packet import (
     ICMP_DEST_UNREACHABLE,
     ICMP_ECHO_REPLY,
@@ -31,15 +41,7 @@ from primogeni.net.packet import (
     TCP_RST,
     TCP_SYN,
     TCP_URG,
-    IcmpHeader,
     PacketError,
-    TcpHeader,
-    UdpHeader,
-    decode_icmp,
-    decode_ip_packet,
-    decode_ipv4,
-    decode_tcp,
-    decode_udp,
     encode_icmp_echo,
     encode_icmp_error,
     encode_ipv4,
