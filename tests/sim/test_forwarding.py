@@ -102,3 +102,30 @@ def test_unroutable_packets_are_answered_with_unreachable():
     net.link(a, r)
     sim = Simulation(net)
     assert sim.trace(sim.nodes["top:a"], int(IPv4Address("10.200.0.1"))) is None
+
+
+def test_queue_limits_in_bytes_and_in_packets_drop_tail():
+    from primogeni.sim import Bytes, Packets
+
+    for queue in (Bytes(2500), Packets(2)):
+        net = Network()
+        a, b = net.host("a"), net.host("b")
+        net.link(a, b, bandwidth=Rate.mbps(1), delay=ms(1), queue=queue)
+        # 1000-byte IP packets every 80 us for 10 ms (125 packets) into a link serving one per 8 ms:
+        # one in service + two waiting are accepted at once, and one more when the first leaves at 8 ms
+        net.add_flow(UdpCbr(src=a, dst=b, rate=Rate.mbps(100), size=972, stop=ms(10), name="burst"))
+        r = Simulation(net).run(s(1))
+        f = r.flow("burst")
+        assert (f["sent_packets"], f["received_packets"], f["dropped_packets"]) == (125, 4, 121), queue
+        d = r.summary["links"][0]["directions"][0]
+        assert d["queue_drops"] == 121
+
+
+def test_random_loss_drops_the_given_fraction():
+    net = Network()
+    a, b = net.host("a"), net.host("b")
+    net.link(a, b, bandwidth=Rate.mbps(100), delay=ms(1), loss=0.05)
+    net.add_flow(UdpCbr(src=a, dst=b, rate=Rate.mbps(10), size=972, name="lossy"))
+    f = Simulation(net, seed=4).run(s(20)).flow("lossy")
+    assert abs(f["loss_ratio"] - 0.05) < 0.005
+    assert f["received_packets"] + f["dropped_packets"] in (f["sent_packets"], f["sent_packets"] - 1)
