@@ -54,3 +54,8 @@ def test_check_reports_counts():
     r = CliRunner().invoke(main, ["check", str(EXAMPLES / "campus.dml")])
     assert r.exit_code == 0, r.output
     assert "ok" in r.output
+
+
+def test_model_parameters_are_typed():
+    r = CliRunner().invoke(main, ["sim", str(EXAMPLES / "dumbbell.py"), "-p", "n=two", "-q"])
+    assert r.exit_code == 2 and "n='two'" in r.output and "int" in r.output

@@ -17,6 +17,22 @@ from primogeni.sim.dml.schema import network_from_dml
 from primogeni.sim.model import Network
 
 
+def _convert(text: str, default: object, name: str, where: str) -> object:
+    """A command-line string as the type of the parameter's default (str if none)."""
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise ModelError(f"parameter {name}={text!r} of {where} must be a {type(default).__name__}") from None
+    return text
+
+
 def load_model(path: str | Path, params: Mapping[str, str] | None = None) -> Network:
     """Load the network a ``.py`` or ``.dml`` model file describes."""
     p = Path(path)
@@ -37,8 +53,7 @@ def load_model(path: str | Path, params: Mapping[str, str] | None = None) -> Net
         for k, v in params.items():
             if k not in sig.parameters:
                 raise ModelError(f"model() of {p.name} has no parameter {k!r} (it takes: {', '.join(sig.parameters)})")
-            ann = sig.parameters[k].default
-            kwargs[k] = type(ann)(v) if isinstance(ann, int | float | bool) and not isinstance(ann, bool) else v
+            kwargs[k] = _convert(v, sig.parameters[k].default, k, p.name)
         net = fn(**kwargs)
     else:
         if params:
