@@ -26,6 +26,17 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(e)) from None
 
 
+def _params(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``--param key=value`` options as a dict."""
+    params = {}
+    for kv in pairs:
+        if "=" not in kv:
+            raise click.BadParameter(f"{kv!r} is not key=value", param_hint="--param")
+        k, v = kv.split("=", 1)
+        params[k] = v
+    return params
+
+
 @click.group()
 @click.version_option(package_name="primogeni")
 def main() -> None:
@@ -99,14 +110,8 @@ def sim(model: str, duration: int, seed: int, out: str | None, interval: int, ca
     from primogeni.sim.simulation import Simulation
 
     console = Console(stderr=True, highlight=False)
-    params = {}
-    for kv in param:
-        if "=" not in kv:
-            raise click.BadParameter(f"{kv!r} is not key=value", param_hint="--param")
-        k, v = kv.split("=", 1)
-        params[k] = v
     try:
-        network = load_model(model, params)
+        network = load_model(model, _params(param))
         simulation = Simulation(network, seed=seed, capture=capture, sample_interval=interval)
         simulation.check()
     except PrimoError as e:
@@ -146,9 +151,8 @@ def check(model: str, param: tuple[str, ...]) -> None:
     from primogeni.sim.loader import load_model
     from primogeni.sim.simulation import Simulation
 
-    params = dict(kv.split("=", 1) for kv in param if "=" in kv)
     try:
-        sim_ = Simulation(load_model(model, params))
+        sim_ = Simulation(load_model(model, _params(param)))
         sim_.check()
     except PrimoError as e:
         click.echo(f"error: {e}", err=True)

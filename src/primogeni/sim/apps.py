@@ -24,7 +24,7 @@ from primogeni.sim.node import (
     SimNode,
     UdpDatagram,
 )
-from primogeni.sim.proto.tcp import TcpConnection
+from primogeni.sim.proto.tcp import TcpConfig, TcpConnection
 from primogeni.sim.traffic import (
     Flow,
     Ping,
@@ -132,27 +132,46 @@ class App:
         return self.stats.delivered
 
 
-class TcpBulkApp(App):
+class TcpApp(App):
+    """A client connection on src and its server on dst, joined by one flow's figures."""
+
+    client: TcpAgent
+    server: TcpAgent
+
+    def _open(self, cfg: TcpConfig, port: int) -> TcpConnection:
+        """Make the listening server and the (not yet connected) client; returns the client."""
+        sport = self.src.ephemeral_port()
+        self.stats.started = self.engine.now
+        server = TcpConnection(cfg, port, sport, _iss(self.rng))
+        server.listen()
+        server.on_event = self._server_event
+        self.server = TcpAgent(self.dst, server, self.daddr, self.saddr, self.stats)
+        client = TcpConnection(cfg, sport, port, _iss(self.rng))
+        client.on_event = self._client_event
+        self.client = TcpAgent(self.src, client, self.saddr, self.daddr, self.stats)
+        return client
+
+    def _connect(self) -> None:
+        self.client.conn.connect(self.engine.now)
+        self.client.flush()
+
+    def _client_event(self, what: str, conn: TcpConnection) -> None:
+        raise NotImplementedError
+
+    def _server_event(self, what: str, conn: TcpConnection) -> None:
+        raise NotImplementedError
+
+
+class TcpBulkApp(TcpApp):
     flow: TcpBulk
 
     def begin(self, _: object = None) -> None:
-        cfg = self.flow.tcp
-        sport = self.src.ephemeral_port()
-        dport = self.flow.port
-        self.stats.started = self.engine.now
-        server = TcpConnection(cfg, dport, sport, _iss(self.rng))
-        server.listen()
-        self.server = TcpAgent(self.dst, server, self.daddr, self.saddr, self.stats)
-        client = TcpConnection(cfg, sport, dport, _iss(self.rng))
-        self.client = TcpAgent(self.src, client, self.saddr, self.daddr, self.stats)
+        client = self._open(self.flow.tcp, self.flow.port)
         if self.flow.size is None:
             client.send_forever(now=self.engine.now)
         else:
             client.send(self.flow.size, now=self.engine.now)
-        client.on_event = self._client_event
-        server.on_event = self._server_event
-        client.connect(self.engine.now)
-        self.client.flush()
+        self._connect()
         if self.flow.stop is not None:
             self.engine.schedule(self.stop_at, self._stop)
 
@@ -183,27 +202,17 @@ class TcpBulkApp(App):
             self.stats.extra["error"] = c.error
 
 
-class TcpRequestResponseApp(App):
+class TcpRequestResponseApp(TcpApp):
     flow: TcpRequestResponse
 
     def begin(self, _: object = None) -> None:
-        f = self.flow
-        sport = self.src.ephemeral_port()
-        self.stats.started = self.engine.now
-        server = TcpConnection(f.tcp, f.port, sport, _iss(self.rng))
-        server.listen()
-        self.server = TcpAgent(self.dst, server, self.daddr, self.saddr, self.stats)
-        client = TcpConnection(f.tcp, sport, f.port, _iss(self.rng))
-        self.client = TcpAgent(self.src, client, self.saddr, self.daddr, self.stats)
-        client.on_event = self._client_event
-        server.on_event = self._server_event
+        self._open(self.flow.tcp, self.flow.port)
         self.asked = 0
         self.served = 0
         self.request_end = 0  # server side: delivered bytes at which the current request ends
         self.response_end = 0  # client side: delivered bytes at which the response ends
         self.asked_at = 0
-        client.connect(self.engine.now)
-        self.client.flush()
+        self._connect()
 
     def _ask(self, _: object = None) -> None:
         f = self.flow
@@ -279,46 +288,43 @@ class UdpSender(App):
 
 
 class UdpCbrApp(UdpSender):
-    flow: UdpCbr
+    flow: UdpCbr | UdpOnOff
 
     def run(self) -> None:
-        f = self.flow
-        self.ip_size = f.size + 28
-        self.gap = f.rate.tx_time(self.ip_size)
+        self.ip_size = self.flow.size + 28
+        self.gap = self.flow.rate.tx_time(self.ip_size)
         self._tick()
 
     def _tick(self, _: object = None) -> None:
         now = self.engine.now
-        if now >= self.stop_at:
+        if now >= self.stop_at or self._paused(now):
             return
         self.emit(self.flow.size, self.ip_size)
         self.engine.schedule(now + self.gap, self._tick)
 
+    def _paused(self, now: int) -> bool:
+        return False
 
-class UdpOnOffApp(UdpSender):
+
+class UdpOnOffApp(UdpCbrApp):
+    """A CBR source that sends only during its on periods."""
+
     flow: UdpOnOff
 
     def run(self) -> None:
-        f = self.flow
-        self.ip_size = f.size + 28
-        self.gap = f.rate.tx_time(self.ip_size)
-        self._on()
+        self.on_until = self.engine.now + max(1, round(self.flow.on.sample(self.rng)))
+        super().run()
+
+    def _paused(self, now: int) -> bool:
+        if now < self.on_until:
+            return False
+        off = max(1, round(self.flow.off.sample(self.rng)))
+        self.engine.schedule(now + off, self._on)
+        return True
 
     def _on(self, _: object = None) -> None:
-        now = self.engine.now
-        self.on_until = now + max(1, round(self.flow.on.sample(self.rng)))
+        self.on_until = self.engine.now + max(1, round(self.flow.on.sample(self.rng)))
         self._tick()
-
-    def _tick(self, _: object = None) -> None:
-        now = self.engine.now
-        if now >= self.stop_at:
-            return
-        if now >= self.on_until:
-            off = max(1, round(self.flow.off.sample(self.rng)))
-            self.engine.schedule(now + off, self._on)
-            return
-        self.emit(self.flow.size, self.ip_size)
-        self.engine.schedule(now + self.gap, self._tick)
 
 
 class PoissonApp(UdpSender):

@@ -23,6 +23,7 @@ from heapq import heappush
 from random import Random
 from typing import TYPE_CHECKING, Any
 
+from primogeni.net.units import tx_ns
 from primogeni.sim.engine import Engine
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ class Port:
                 return
             self.wait_ns += start - now
         size = pkt.size
-        tx = -((-size * 8_000_000_000) // self.bps)
+        tx = -((-size * 8_000_000_000) // self.bps)  # net.units.tx_ns, inlined
         finish = start + tx
         self.busy_until = finish
         dep.append(finish)
@@ -218,7 +219,7 @@ class Port:
             start = now
         else:
             self.wait_ns += start - now
-        tx = -((-pkt.size * 8_000_000_000) // self.bps)
+        tx = tx_ns(pkt.size, self.bps)
         finish = start + tx
         self.busy_until = finish
         dep.append(finish)

@@ -19,7 +19,7 @@ from random import Random
 from typing import Any
 
 from primogeni.errors import ModelError
-from primogeni.net.units import Bytes, Packets, ms
+from primogeni.net.units import Bytes, ms, tx_ns
 from primogeni.sim.addressing import assign_addresses
 from primogeni.sim.apps import APPS, App
 from primogeni.sim.engine import Engine
@@ -111,7 +111,6 @@ class Simulation:
                     link.loss if iface.loss is None else iface.loss,
                     entity_rng(self.seed, iface.path), self.engine, link.path,
                 )
-                assert isinstance(q, Bytes | Packets)
                 node.ports.append(port)
                 node.addrs.add(port.addr)
                 self.ports[iface.path] = port
@@ -157,7 +156,7 @@ class Simulation:
         hops = self.trace(s_node, d_node.address)
         if hops is None:
             raise ModelError(f"{dst} is unreachable from {src}")
-        return sum(-((-size * 8_000_000_000) // p.bps) + p.delay for p, _ in hops)
+        return sum(tx_ns(size, p.bps) + p.delay for p, _ in hops)
 
     def _build_apps(self, end: int) -> None:
         for k, (flow, net) in enumerate(self._planned):

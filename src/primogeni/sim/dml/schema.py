@@ -117,8 +117,8 @@ def _ids(lst: DmlList, element: str, what: str) -> list[str]:
         if lo is None or hi is None or hi < lo:
             raise _err(rng, element, "idrange needs 'from' <= 'to'")
         return [str(i) for i in range(lo, hi + 1)]
-    name = lst.get("name") if lst.find("name") is not None else None
-    ident = lst.get("id") if lst.find("id") is not None else None
+    name = lst.get("name")
+    ident = lst.get("id")
     if name is None and ident is None:
         raise _err(lst, element, f"{what} needs an id (or a name)")
     return [name if name is not None else str(ident)]
@@ -152,7 +152,7 @@ def _interfaces(node: Node, lst: DmlList) -> None:
         il = a.value
         _check_keys(il, _IFACE_KEYS, node.path, "interface")
         for name in _ids(il, node.path, "interface"):
-            ip = il.get("ip") if il.find("ip") is not None else None
+            ip = il.get("ip")
             addr = None
             if ip is not None:
                 try:
@@ -174,7 +174,7 @@ def _build_net(net: Net, lst: DmlList) -> list[tuple[Net, DmlAttr]]:
         if a.key == "Net":
             assert isinstance(a.value, DmlList)
             for name in _ids(a.value, net.path, "Net"):
-                prefix = a.value.get("prefix") if a.value.find("prefix") else a.value.get("ip", "") or None
+                prefix = a.value.get("prefix") or a.value.get("ip")
                 sub = net.net(name, prefix=prefix, location=a.location)
                 traffic += _build_net(sub, a.value)
         elif a.key in ("host", "router"):
@@ -223,9 +223,9 @@ def _build_link(net: Net, a: DmlAttr) -> None:
             delay=_seconds(ll, "delay", net.path, 0) or 0,
             queue=_queue(ll, net.path),
             loss=_num(ll, "loss", net.path, float, 0.0),
-            prefix=ll.get("prefix") if ll.find("prefix") else None,
+            prefix=ll.get("prefix"),
             cost=_num(ll, "cost", net.path, _int, 1),
-            name=ll.get("name") if ll.find("name") else None,
+            name=ll.get("name"),
             location=a.location,
         )
     except ModelError as e:
@@ -265,7 +265,7 @@ def _build_flow(net: Net, a: DmlAttr) -> Flow:
     if not isinstance(a.value, DmlList):
         raise _err(a, element, "flow must be a list [ type ... ]")
     fl = a.value
-    kind = fl.get("type") if fl.find("type") else None
+    kind = fl.get("type")
     if kind is None:
         raise _err(a, element, f"flow needs a type ({', '.join(sorted(_FLOW_KEYS))})")
     if kind not in _FLOW_KEYS:
@@ -286,7 +286,7 @@ def _build_flow(net: Net, a: DmlAttr) -> Flow:
         "dst": ends["dst"],
         "start": _seconds(fl, "start", element, 0),
         "stop": _seconds(fl, "stop", element),
-        "name": fl.get("name") if fl.find("name") else None,
+        "name": fl.get("name"),
         "location": a.location,
     }
     if kind == "tcp_bulk":
