@@ -38,3 +38,8 @@ class ModelError(SimError, ValueError):
 
 class DmlError(ModelError):
     """A DML file cannot be parsed or resolved (syntax, bad reference)."""
+
+
+
+class GeniError(PrimoError):
+    """An error of the GENI control framework; leaves live in :mod:`primogeni.geni.errors`."""

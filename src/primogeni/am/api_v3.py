@@ -1,0 +1,188 @@
+"""GENI AM API v3 (served at ``/am/3.0``).
+
+Every method checks its arguments and credentials, calls the core, and returns the value the
+server wraps in the envelope; expected failures are :class:`GeniError` with their code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from primogeni.am.common import (
+    Context,
+    check_rspec_version,
+    compress,
+    need,
+    options_of,
+    parse_time,
+    parse_urn,
+    rspec_versions,
+    slice_expiry,
+    slice_of,
+    sliver_v3,
+)
+from primogeni.am.core import ACTIONS
+from primogeni.geni.cert import Gid
+from primogeni.geni.codes import GeniCode
+from primogeni.geni.errors import GeniError
+from primogeni.geni.rspec import parse_request
+from primogeni.rpc import envelope
+
+API_VERSION = 3
+CODE_VERSION = "primogeni-0.2"
+
+
+class AmApiV3:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.methods: dict[str, Callable[..., object]] = {
+            "GetVersion": self.get_version, "ListResources": self.list_resources, "Describe": self.describe,
+            "Allocate": self.allocate, "Provision": self.provision, "Status": self.status,
+            "PerformOperationalAction": self.perform_operational_action, "Renew": self.renew,
+            "Delete": self.delete, "Shutdown": self.shutdown,
+        }
+
+    def __call__(self, method: str, params: tuple[object, ...], caller: Gid) -> object:
+        fn = self.methods.get(method)
+        if fn is None:
+            raise GeniError(GeniCode.UNSUPPORTED, f"AM API v3 has no method {method!r}")
+        try:
+            return respond(fn(caller, *params))
+        except TypeError as exc:
+            if "positional argument" in str(exc):
+                raise GeniError(GeniCode.BADARGS, f"{method}: wrong number of arguments ({len(params)})") from None
+            raise
+
+    # GetVersion's envelope carries geni_api at the top level too; the server adds it for a
+    # result of this shape.
+    def get_version(self, caller: Gid, options: object = None) -> object:
+        options_of(options)
+        value = {
+            "geni_api": API_VERSION,
+            "geni_api_versions": {str(k): v for k, v in self.ctx.urls.items() if k in ("2", "3")},
+            **rspec_versions(),
+            "geni_credential_types": [{"geni_type": "geni_sfa", "geni_version": "3"}],
+            "geni_single_allocation": 0,
+            "geni_allocate": "geni_many",
+            "geni_am_type": "primogeni",
+            "geni_am_code": CODE_VERSION,
+            "geni_am_urn": str(self.ctx.am.cm),
+        }
+        return GetVersionResult(value, API_VERSION)
+
+    def list_resources(self, caller: Gid, creds: object, options: object = None) -> object:
+        opts = options_of(options)
+        self.ctx.check(creds, caller, None, "listresources")
+        check_rspec_version(opts, required=True)
+        if "geni_slice_urn" in opts:
+            raise GeniError(GeniCode.BADARGS, "AM API v3 ListResources takes no geni_slice_urn; use Describe")
+        rspec = self.ctx.advertise(bool(opts.get("geni_available", False)))
+        return compress(rspec) if opts.get("geni_compressed") else rspec
+
+    def describe(self, caller: Gid, urns: object, creds: object, options: object = None) -> object:
+        opts = options_of(options)
+        slice_urn, slivers = slice_of(self.ctx, urns)
+        self.ctx.check(creds, caller, slice_urn, "describe")
+        check_rspec_version(opts, required=False)
+        found = self.ctx.am.status(str(slice_urn), slivers)
+        rspec = self.ctx.manifest(str(slice_urn), slivers)
+        return {"geni_rspec": compress(rspec) if opts.get("geni_compressed") else rspec,
+                "geni_urn": str(slice_urn), "geni_slivers": [sliver_v3(s) for s in found]}
+
+    def allocate(self, caller: Gid, slice_urn: object, creds: object, rspec: object, options: object = None) -> object:
+        opts = options_of(options)
+        urn = parse_urn(slice_urn, "slice_urn", "slice")
+        cred = self.ctx.check(creds, caller, urn, "allocate")
+        request_xml = str(need(rspec, str, "rspec"))
+        request = parse_request(request_xml)
+        end = parse_time(opts["geni_end_time"], "geni_end_time") if "geni_end_time" in opts else None
+        made = self.ctx.am.allocate(str(urn), str(caller.urn), slice_expiry(cred), request, request_xml, end_time=end)
+        return {"geni_rspec": self.ctx.manifest(str(urn), [s.urn for s in made]),
+                "geni_slivers": [sliver_v3(s) for s in made]}
+
+    def provision(self, caller: Gid, urns: object, creds: object, options: object = None) -> object:
+        opts = options_of(options)
+        slice_urn, slivers = slice_of(self.ctx, urns)
+        cred = self.ctx.check(creds, caller, slice_urn, "provision")
+        check_rspec_version(opts, required=False)
+        users = users_of(opts.get("geni_users"), str(caller.urn))
+        end = parse_time(opts["geni_end_time"], "geni_end_time") if "geni_end_time" in opts else None
+        done = self.ctx.am.provision(str(slice_urn), slivers, users, slice_expiry(cred), end_time=end)
+        return {"geni_rspec": self.ctx.manifest(str(slice_urn), slivers), "geni_slivers": [sliver_v3(s) for s in done]}
+
+    def status(self, caller: Gid, urns: object, creds: object, options: object = None) -> object:
+        options_of(options)
+        slice_urn, slivers = slice_of(self.ctx, urns)
+        self.ctx.check(creds, caller, slice_urn, "status")
+        found = self.ctx.am.status(str(slice_urn), slivers)
+        return {"geni_urn": str(slice_urn), "geni_slivers": [sliver_v3(s) for s in found]}
+
+    def perform_operational_action(self, caller: Gid, urns: object, creds: object, action: object,
+                                   options: object = None) -> object:
+        options_of(options)
+        slice_urn, slivers = slice_of(self.ctx, urns)
+        self.ctx.check(creds, caller, slice_urn, "operate")
+        if not isinstance(action, str):
+            raise GeniError(GeniCode.BADARGS, "action must be a string")
+        if action not in ACTIONS:
+            raise GeniError(GeniCode.UNSUPPORTED, f"operational action {action!r} is not supported "
+                                                  f"(supported: {', '.join(ACTIONS)})")
+        return [sliver_v3(s) for s in self.ctx.am.operate(str(slice_urn), slivers, action)]
+
+    def renew(self, caller: Gid, urns: object, creds: object, when: object, options: object = None) -> object:
+        opts = options_of(options)
+        slice_urn, slivers = slice_of(self.ctx, urns)
+        cred = self.ctx.check(creds, caller, slice_urn, "renew")
+        new_time = parse_time(when, "expiration_time")
+        done = self.ctx.am.renew(str(slice_urn), slivers, new_time, slice_expiry(cred),
+                                 as_long_as_possible=bool(opts.get("geni_extend_alap", False)))
+        return [sliver_v3(s) for s in done]
+
+    def delete(self, caller: Gid, urns: object, creds: object, options: object = None) -> object:
+        options_of(options)
+        slice_urn, slivers = slice_of(self.ctx, urns)
+        self.ctx.check(creds, caller, slice_urn, "delete")
+        return [sliver_v3(s) for s in self.ctx.am.delete(str(slice_urn), slivers)]
+
+    def shutdown(self, caller: Gid, slice_urn: object, creds: object, options: object = None) -> object:
+        options_of(options)
+        urn = parse_urn(slice_urn, "slice_urn", "slice")
+        self.ctx.check(creds, caller, urn, "shutdown")
+        self.ctx.am.shutdown(str(urn))
+        return True
+
+
+def respond(value: object) -> dict[str, object]:
+    """The AM API envelope around a method's value (GetVersion also carries ``geni_api`` on top)."""
+    if isinstance(value, GetVersionResult):
+        answer = envelope(dict(value))
+        answer["geni_api"] = value.geni_api
+    else:
+        answer = envelope(value)
+    return answer
+
+
+class GetVersionResult(dict[str, object]):
+    """A GetVersion value: the server puts ``geni_api`` at the top of the envelope for it."""
+
+    def __init__(self, value: dict[str, object], api: int):
+        super().__init__(value)
+        self.geni_api = api
+
+
+def users_of(value: object, caller_urn: str) -> list[tuple[str, list[str]]]:
+    """``geni_users`` / ``users``: ``[{urn, keys: [...]}]``; defaults to the caller with no keys."""
+    if value is None:
+        return [(caller_urn, [])]
+    if not isinstance(value, list):
+        raise GeniError(GeniCode.BADARGS, "geni_users must be a list of {urn, keys}")
+    users = []
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("urn"), str):
+            raise GeniError(GeniCode.BADARGS, "each geni_users entry needs a urn")
+        parse_urn(item["urn"], "geni_users[].urn", "user")
+        keys = item.get("keys", [])
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise GeniError(GeniCode.BADARGS, "geni_users[].keys must be a list of strings")
+        users.append((item["urn"], keys))
+    return users or [(caller_urn, [])]

@@ -1,0 +1,191 @@
+"""What the AM's three APIs share: credential checks, argument checks, time and sliver formats.
+
+Each API module (``api_v2``, ``api_v3``, ``api_cm``) translates its wire shapes to calls on
+:class:`primogeni.am.core.AggregateManager`; this module holds the parts they have in common so
+that every API checks credentials the same way and reports the same codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from primogeni.am.core import AggregateManager, Sliver
+from primogeni.geni.cert import Gid, Identity
+from primogeni.geni.codes import GeniCode
+from primogeni.geni.cred import Credential, Verifier
+from primogeni.geni.errors import CredentialError, GeniError, UrnError
+from primogeni.geni.urn import Urn
+
+RSPEC_NS = "http://www.geni.net/resources/rspec/3"
+PRIMO_NS = "http://www.primogeni.net/resources/rspec/ext/primogeni/1"
+
+
+def rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: object, what: str) -> datetime:
+    """RFC 3339 (with Z or an offset, with or without fraction), or an XML-RPC dateTime."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if hasattr(value, "value") and isinstance(value.value, str):  # xmlrpc.client.DateTime
+        value = value.value
+    if not isinstance(value, str) or not value.strip():
+        raise GeniError(GeniCode.BADARGS, f"{what} must be an RFC 3339 time, got {value!r}")
+    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    for candidate in (text, text.replace(" ", "T")):
+        try:
+            parsed = datetime.fromisoformat(candidate)
+        except ValueError:
+            continue
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:  # xmlrpc's compact form 20261121T16:40:04
+        return datetime.strptime(value.strip(), "%Y%m%dT%H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        raise GeniError(GeniCode.BADARGS, f"{what} is not an RFC 3339 time: {value!r}") from None
+
+
+def need(value: object, kind: type | tuple[type, ...], what: str) -> object:
+    if value is None:
+        raise GeniError(GeniCode.MISSINGARGS, f"{what} is required")
+    if not isinstance(value, kind):
+        raise GeniError(GeniCode.BADARGS, f"{what} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def parse_urn(text: object, what: str, kind: str | None = None) -> Urn:
+    if not isinstance(text, str):
+        raise GeniError(GeniCode.BADARGS, f"{what} must be a URN string")
+    try:
+        urn = Urn.parse(text)
+    except UrnError as exc:
+        raise GeniError(GeniCode.BADARGS, f"{what}: {exc.reason}") from None
+    if kind is not None and urn.type != kind:
+        raise GeniError(GeniCode.BADARGS, f"{what} must be a {kind} URN, got {urn.type!r}")
+    return urn
+
+
+def options_of(value: object) -> Mapping[str, object]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise GeniError(GeniCode.BADARGS, "options must be a struct")
+    return value
+
+
+def compress(text: str) -> str:
+    return base64.b64encode(zlib.compress(text.encode())).decode()
+
+
+@dataclass
+class Context:
+    """Everything an API handler needs: the core, identities, the verifier, the URLs."""
+
+    am: AggregateManager
+    identity: Identity  # the AM's own (signs tickets and sliver credentials)
+    verifier: Verifier
+    urls: Mapping[str, str]  # API version → URL ("2", "3", "cm")
+    clock: Callable[[], datetime]
+    advertise: Callable[[bool], str]  # available_only → advertisement
+    manifest: Callable[[str, Sequence[str] | None], str]  # slice URN, sliver URNs → manifest
+
+    def credential_values(self, creds: object, *, structured: bool) -> list[str]:
+        """The ``geni_sfa`` credential documents among ``creds``.
+
+        AM API v3 sends ``[{geni_type, geni_version, geni_value}]``; v2 and ProtoGENI send plain
+        strings. Structs of another type are skipped; if nothing usable is left the call fails with
+        CREDENTIAL_INVALID naming what was offered.
+        """
+        if creds is None:
+            raise GeniError(GeniCode.MISSINGARGS, "credentials are required")
+        if not isinstance(creds, list | tuple):
+            raise GeniError(GeniCode.BADARGS, "credentials must be a list")
+        values: list[str] = []
+        skipped: list[str] = []
+        for item in creds:
+            if isinstance(item, str):
+                values.append(item)
+            elif isinstance(item, dict):
+                ctype = str(item.get("geni_type", "")).lower()
+                version = str(item.get("geni_version", ""))
+                value = item.get("geni_value")
+                if ctype == "geni_sfa" and version in ("3", "2") and isinstance(value, str):
+                    values.append(value)
+                else:
+                    skipped.append(f"{item.get('geni_type')!r} version {version!r}")
+            else:
+                raise GeniError(GeniCode.BADARGS, "each credential must be a string or a struct")
+        del structured
+        if not values:
+            offered = f" (offered: {', '.join(skipped)})" if skipped else ""
+            raise CredentialError(GeniCode.CREDENTIAL_INVALID,
+                                  f"no usable credential: only geni_sfa version 3 is accepted{offered}")
+        return values
+
+    def check(self, creds: object, caller: Gid, target: Urn | None, operation: str, *,
+              structured: bool = True) -> Credential:
+        values = self.credential_values(creds, structured=structured)
+        return self.verifier.verify_any(values, caller=caller, target=target, operation=operation)
+
+
+def slice_expiry(cred: Credential) -> datetime:
+    """A slice lives as long as the credential chain says (a delegated one never outlives its parent)."""
+    when = cred.expires
+    parent = cred.parent
+    while parent is not None:
+        when = min(when, parent.expires)
+        parent = parent.parent
+    return when
+
+
+def sliver_v3(s: Sliver) -> dict[str, object]:
+    return {"geni_sliver_urn": s.urn, "geni_expires": rfc3339(s.expires), "geni_allocation_status": s.allocation,
+            "geni_operational_status": s.operational, "geni_error": s.error}
+
+
+def slice_of(ctx: Context, urns: object) -> tuple[Urn, list[str] | None]:
+    """AM API v3 ``urns``: one slice URN, or sliver URNs of one slice → (slice, sliver URNs or None)."""
+    if not isinstance(urns, list | tuple) or not urns:
+        raise GeniError(GeniCode.BADARGS, "urns must be a non-empty list of a slice URN or sliver URNs")
+    parsed = [parse_urn(u, "urns[]") for u in urns]
+    slices = [u for u in parsed if u.type == "slice"]
+    if slices:
+        if len(parsed) != 1:
+            raise GeniError(GeniCode.BADARGS, "give either one slice URN or sliver URNs, not both")
+        return slices[0], None
+    owners = set()
+    for u in parsed:
+        if u.type != "sliver":
+            raise GeniError(GeniCode.BADARGS, f"{u} is neither a slice nor a sliver URN")
+        owner = ctx.am.slice_urn_of(str(u))
+        if owner is None:
+            raise GeniError(GeniCode.SEARCHFAILED, f"no sliver {u} here")
+        owners.add(owner)
+    if len(owners) != 1:
+        raise GeniError(GeniCode.BADARGS, "the sliver URNs belong to different slices")
+    return Urn.parse(owners.pop()), [str(u) for u in parsed]
+
+
+def check_rspec_version(options: Mapping[str, object], *, required: bool) -> None:
+    version = options.get("geni_rspec_version")
+    if version is None:
+        if required:
+            raise GeniError(GeniCode.BADARGS, "option geni_rspec_version is required (use {type: GENI, version: 3})")
+        return
+    if not isinstance(version, dict):
+        raise GeniError(GeniCode.BADARGS, "geni_rspec_version must be a struct {type, version}")
+    if str(version.get("type", "")).lower() not in ("geni", "protogeni") or str(version.get("version")) != "3":
+        raise GeniError(GeniCode.BADVERSION, f"RSpec version {version.get('type')} {version.get('version')} "
+                                             "is not supported (GENI 3 only)")
+
+
+def rspec_versions() -> dict[str, object]:
+    def one(kind: str) -> dict[str, object]:
+        return {"type": "GENI", "version": "3", "schema": f"http://www.geni.net/resources/rspec/3/{kind}.xsd",
+                "namespace": RSPEC_NS, "extensions": [PRIMO_NS]}
+
+    return {"geni_request_rspec_versions": [one("request")], "geni_ad_rspec_versions": [one("ad")]}

@@ -1,0 +1,654 @@
+"""The aggregate manager's core: slivers, their state machine, accounting, expiry, recovery.
+
+API handlers (v2, v3, ProtoGENI CM) check credentials and translate arguments; they call this
+class with an authorised slice. Every call is one database transaction over the AM's state (the
+one truth); a driver realises provisioned slivers.
+
+State machine (AM API v3): a sliver is *allocated* (operational ``geni_pending_allocation``),
+then *provisioned* (``geni_notready``), started (``geni_ready``) or stopped again
+(``geni_notready``); it is *unallocated* once deleted or expired. Allocations expire after
+``allocation_lifetime`` unless provisioned; nothing outlives its slice.
+
+Crash safety: Provision first records its intent (``phase = "provisioning"``) and commits, then
+asks the driver, then commits the result. :meth:`AggregateManager.recover` (run at start-up)
+rolls back any provision that was cut short — the driver releases what it made and the slivers
+are allocated again — so a restart never leaves a half-made sliver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from primogeni.am.driver import PlannedInterface, PlannedLogin, ResourceDriver, SliverPlan
+from primogeni.am.inventory import Inventory
+from primogeni.am.models import ClaimRow, LockRow, SliceRow, SliverRow, TicketRow, VniRow
+from primogeni.am.placement import LinkPlacement, NodePlacement, Usage, ours, place
+from primogeni.geni.codes import GeniCode
+from primogeni.geni.errors import GeniError
+from primogeni.geni.rspec import Request
+from primogeni.geni.urn import Urn
+
+log = logging.getLogger(__name__)
+
+ALLOCATED = "geni_allocated"
+PROVISIONED = "geni_provisioned"
+UNALLOCATED = "geni_unallocated"
+PENDING = "geni_pending_allocation"
+NOTREADY = "geni_notready"
+READY = "geni_ready"
+FAILED = "geni_failed"
+ACTIONS = ("geni_start", "geni_stop", "geni_restart")
+VNI_FIRST = 4096
+VNI_LAST = (1 << 24) - 1
+
+
+class _DryRun(Exception):
+    """Raised inside a dry-run allocation so that its transaction rolls back."""
+
+
+@dataclass(frozen=True)
+class Sliver:
+    """What a caller sees of one sliver."""
+
+    urn: str
+    slice_urn: str
+    client_id: str
+    kind: str
+    component: str
+    allocation: str
+    operational: str
+    expires: datetime
+    error: str = ""
+
+
+class Policy(Protocol):
+    """Local admission policy, consulted before anything is allocated."""
+
+    def authorize(self, slice_urn: str, owner_urn: str, request: Request, held: int) -> None:
+        """Raise ``GeniError(REFUSED, ...)`` to refuse; ``held`` counts the slice's node slivers now."""
+        ...
+
+
+class AdmitAll:
+    def authorize(self, slice_urn: str, owner_urn: str, request: Request, held: int) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class MaxNodesPerSlice:
+    """A simple example policy: at most ``limit`` node slivers per slice."""
+
+    limit: int
+
+    def authorize(self, slice_urn: str, owner_urn: str, request: Request, held: int) -> None:
+        if held + len(request.nodes) > self.limit:
+            raise GeniError(GeniCode.REFUSED, f"local policy allows at most {self.limit} nodes per slice "
+                                              f"(slice holds {held}, request adds {len(request.nodes)})")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AggregateManager:
+    def __init__(self, sessions: sessionmaker[Session], inventory: Inventory, driver: ResourceDriver, *,
+                 cm: Urn, clock: Callable[[], datetime] = _utcnow, policy: Policy | None = None,
+                 allocation_lifetime: timedelta = timedelta(minutes=10),
+                 sliver_lifetime: timedelta = timedelta(days=7)):
+        self.sessions = sessions
+        self.inventory = inventory
+        self.driver = driver
+        self.cm = cm
+        self.clock = clock
+        self.policy: Policy = policy or AdmitAll()
+        self.allocation_lifetime = allocation_lifetime
+        self.sliver_lifetime = sliver_lifetime
+        with sessions.begin() as session:
+            if session.get(LockRow, 1) is None:
+                session.add(LockRow(id=1))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _lock(self, session: Session) -> None:
+        """Serialise allocation-changing transactions (SQLite: BEGIN IMMEDIATE does it already)."""
+        session.execute(select(LockRow).where(LockRow.id == 1).with_for_update())
+
+    def sliver_urn(self) -> str:
+        return str(Urn(self.cm.authority, "sliver", uuid.uuid4().hex[:16]))
+
+    @staticmethod
+    def _view(row: SliverRow) -> Sliver:
+        return Sliver(row.urn, row.slice_urn, row.client_id, row.kind, row.component, row.allocation,
+                      row.operational, row.expires, row.error)
+
+    def _slivers(self, session: Session, slice_urn: str, urns: Sequence[str] | None) -> list[SliverRow]:
+        rows = list(session.scalars(select(SliverRow).where(SliverRow.slice_urn == slice_urn)
+                                    .order_by(SliverRow.kind.desc(), SliverRow.client_id)))
+        if urns is None:
+            return rows
+        by_urn = {r.urn: r for r in rows}
+        missing = [u for u in urns if u not in by_urn]
+        if missing:
+            raise GeniError(GeniCode.SEARCHFAILED, f"no sliver {missing[0]} in slice {slice_urn}")
+        return [by_urn[u] for u in urns]
+
+    def _usage(self, session: Session) -> Usage:
+        slots: dict[str, set[int]] = {}
+        for component, slot in session.execute(select(ClaimRow.component, ClaimRow.slot)):
+            slots.setdefault(component, set()).add(slot)
+        link_kbps = dict(session.execute(
+            select(SliverRow.component, func.sum(SliverRow.bandwidth_kbps))
+            .where(SliverRow.kind == "link", SliverRow.component != "").group_by(SliverRow.component)).all())
+        return Usage({k: frozenset(v) for k, v in slots.items()}, {k: int(v or 0) for k, v in link_kbps.items()})
+
+    def usage(self) -> Usage:
+        with self.sessions() as session:
+            return self._usage(session)
+
+    # -- allocation ----------------------------------------------------------------------------
+
+    def allocate(self, slice_urn: str, owner_urn: str, slice_expires: datetime, request: Request,
+                 request_xml: str, *, end_time: datetime | None = None, ticket_id: str | None = None,
+                 fresh_slice: bool = False, replace_ticket: str | None = None, dry_run: bool = False) -> list[Sliver]:
+        """Place the request and record allocated slivers (all or nothing).
+
+        ``replace_ticket`` frees that ticket's allocated slivers in the same transaction (ProtoGENI
+        UpdateTicket: if the new request does not fit, the old allocation stays). ``dry_run`` only
+        checks that the request fits.
+        """
+        now = self.clock()
+        if slice_expires <= now:
+            raise GeniError(GeniCode.EXPIRED, f"slice {slice_urn} expired at {slice_expires:%Y-%m-%dT%H:%M:%SZ}")
+        expires = min(now + self.allocation_lifetime, slice_expires)
+        if end_time is not None:
+            if end_time <= now:
+                raise GeniError(GeniCode.BADARGS, "geni_end_time is in the past")
+            expires = min(expires, end_time)
+        try:
+            return self._allocate(slice_urn, owner_urn, slice_expires, request, request_xml, expires, now,
+                                  ticket_id, fresh_slice, replace_ticket, dry_run)
+        except _DryRun:
+            return []
+
+    def _allocate(self, slice_urn: str, owner_urn: str, slice_expires: datetime, request: Request, request_xml: str,
+                  expires: datetime, now: datetime, ticket_id: str | None, fresh_slice: bool,
+                  replace_ticket: str | None, dry_run: bool) -> list[Sliver]:
+        with self.sessions.begin() as session:
+            self._lock(session)
+            slice_row = self._slice_row(session, slice_urn, owner_urn, slice_expires, now)
+            if replace_ticket is not None:
+                for old in list(slice_row.slivers):
+                    if old.ticket_id == replace_ticket and old.allocation == ALLOCATED:
+                        self._release(session, old, [])
+                session.flush()
+                session.expire(slice_row, ["slivers"])
+            existing = {r.client_id for r in slice_row.slivers}
+            if fresh_slice and existing:
+                raise GeniError(GeniCode.ALREADYEXISTS, f"slice {slice_urn} already has slivers here; "
+                                                        "delete them first")
+            clash = sorted(existing & {n.client_id for n in request.nodes} | existing & {
+                link.client_id for link in request.links})
+            if clash:
+                raise GeniError(GeniCode.ALREADYEXISTS, f"slice {slice_urn} already has a sliver named {clash[0]!r}")
+            held = sum(1 for r in slice_row.slivers if r.kind == "node")
+            self.policy.authorize(slice_urn, owner_urn, request, held)
+            node_places, link_places = place(request, self.inventory, self._usage(session), cm=self.cm)
+            if dry_run:
+                raise _DryRun
+            rows = self._create_rows(session, slice_row, request, node_places, link_places, expires, now, ticket_id)
+            slice_row.request_xml = request_xml
+            session.flush()
+            return [self._view(r) for r in rows]
+
+    def _slice_row(self, session: Session, slice_urn: str, owner_urn: str, slice_expires: datetime,
+                   now: datetime) -> SliceRow:
+        row = session.get(SliceRow, slice_urn)
+        if row is None:
+            row = SliceRow(urn=slice_urn, owner_urn=owner_urn, expires=slice_expires, created=now)
+            session.add(row)
+        elif row.shutdown:
+            raise GeniError(GeniCode.FORBIDDEN, f"slice {slice_urn} was shut down by an operator")
+        else:
+            row.expires = max(row.expires, slice_expires)
+        return row
+
+    def _create_rows(self, session: Session, slice_row: SliceRow, request: Request,
+                     node_places: list[NodePlacement], link_places: list[LinkPlacement], expires: datetime,
+                     now: datetime, ticket_id: str | None) -> list[SliverRow]:
+        req_nodes = {n.client_id: n for n in request.nodes if ours(n, self.cm)}
+        rows: list[SliverRow] = []
+        iface_urn: dict[str, str] = {}
+        for p in node_places:
+            node = req_nodes[p.client_id]
+            urn = self.sliver_urn()
+            phys = self.inventory.node(p.component)
+            assert phys is not None
+            row = SliverRow(urn=urn, slice_urn=slice_row.urn, client_id=p.client_id, kind="node",
+                            component=p.component, sliver_type=node.sliver_type, exclusive=p.exclusive,
+                            allocation=ALLOCATED, operational=PENDING, expires=expires, created=now,
+                            ticket_id=ticket_id)
+            ifaces = []
+            for k, iface in enumerate(node.interfaces):
+                iface_urn[iface.client_id] = urn
+                ifaces.append({"client_id": iface.client_id, "name": f"eth{k + 1}", "mac": _mac(urn, iface.client_id),
+                               "address": str(iface.ip.address) if iface.ip else None,
+                               "netmask": iface.ip.netmask if iface.ip else None, "link": None})
+            row.spec = json.dumps({"interfaces": ifaces, "hostname": phys.hostname,
+                                   "ssh_port": phys.ssh_port_base + p.slots[0], "users": []})
+            row.claims = [ClaimRow(component=p.component, slot=s) for s in p.slots]
+            session.add(row)
+            rows.append(row)
+        used_vnis = set(session.scalars(select(VniRow.vni)))
+        req_links = {link.client_id: link for link in request.links}
+        by_client = {r.client_id: r for r in rows}
+        for lp in link_places:
+            link = req_links[lp.client_id]
+            vni = _free_vni(used_vnis)
+            used_vnis.add(vni)
+            urn = self.sliver_urn()
+            row = SliverRow(urn=urn, slice_urn=slice_row.urn, client_id=lp.client_id, kind="link",
+                            component=lp.physical_link, allocation=ALLOCATED, operational=PENDING,
+                            expires=expires, created=now, ticket_id=ticket_id, bandwidth_kbps=lp.bandwidth_kbps)
+            row.vni = VniRow(vni=vni, sliver_urn=urn)
+            row.spec = json.dumps({"interface_refs": list(link.interface_refs), "vni": vni,
+                                   "capacity_kbps": link.capacity_kbps, "latency_ms": link.latency_ms,
+                                   "packet_loss": link.packet_loss, "link_type": link.link_type})
+            _address_link(urn, vni, link.interface_refs, by_client, iface_urn)
+            session.add(row)
+            rows.append(row)
+        return rows
+
+    # -- provisioning and operation --------------------------------------------------------------
+
+    def provision(self, slice_urn: str, urns: Sequence[str] | None, users: Iterable[tuple[str, Sequence[str]]],
+                  slice_expires: datetime, *, end_time: datetime | None = None) -> list[Sliver]:
+        now = self.clock()
+        expires = min(now + self.sliver_lifetime, slice_expires)
+        if end_time is not None:
+            if end_time <= now:
+                raise GeniError(GeniCode.BADARGS, "geni_end_time is in the past")
+            if end_time > slice_expires:
+                raise GeniError(GeniCode.OUTOFRANGE, "geni_end_time is past the slice's expiration")
+            expires = end_time
+        user_list = [{"urn": u, "keys": list(keys)} for u, keys in users]
+        with self.sessions.begin() as session:
+            self._lock(session)
+            self._check_live(session, slice_urn)
+            rows = self._slivers(session, slice_urn, urns)
+            if not rows:
+                raise GeniError(GeniCode.SEARCHFAILED, f"slice {slice_urn} has no slivers here")
+            todo = [r for r in rows if r.allocation == ALLOCATED]
+            for r in todo:
+                if r.expires <= now:
+                    raise GeniError(GeniCode.EXPIRED, f"the allocation of {r.client_id!r} expired; allocate again")
+                r.phase = "provisioning"
+                r.expires = expires
+                if r.kind == "node":
+                    spec = json.loads(r.spec)
+                    spec["users"] = user_list
+                    r.spec = json.dumps(spec)
+            plans = [self._plan(session, r) for r in todo]
+        done: list[str] = []
+        try:
+            for plan in plans:
+                self.driver.provision(plan)
+                done.append(plan.sliver_urn)
+        except Exception as exc:
+            log.exception("provision of %s failed; rolling back", slice_urn)
+            for urn in done:
+                self.driver.release(urn)
+            with self.sessions.begin() as session:
+                for r in self._slivers(session, slice_urn, [p.sliver_urn for p in plans]):
+                    r.phase = ""
+                    r.error = f"provision failed: {exc}"
+            raise GeniError(GeniCode.ERROR, f"provisioning failed and was rolled back: {exc}") from exc
+        with self.sessions.begin() as session:
+            rows = self._slivers(session, slice_urn, urns)
+            for r in rows:
+                if r.phase == "provisioning":
+                    r.phase, r.allocation, r.operational, r.error = "", PROVISIONED, NOTREADY, ""
+            return [self._view(r) for r in rows]
+
+    def _check_live(self, session: Session, slice_urn: str) -> SliceRow:
+        row = session.get(SliceRow, slice_urn)
+        if row is None:
+            raise GeniError(GeniCode.SEARCHFAILED, f"slice {slice_urn} has no slivers here")
+        if row.shutdown:
+            raise GeniError(GeniCode.FORBIDDEN, f"slice {slice_urn} was shut down by an operator")
+        return row
+
+    def _plan(self, session: Session, row: SliverRow) -> SliverPlan:
+        spec = json.loads(row.spec)
+        if row.kind == "node":
+            ifaces = tuple(PlannedInterface(i["client_id"], i["name"], i["mac"], i["address"], i["netmask"], i["link"])
+                           for i in spec["interfaces"])
+            logins = tuple(PlannedLogin(Urn.parse(u["urn"]).name, spec["ssh_port"], tuple(u["keys"]))
+                           for u in spec["users"]) if row.sliver_type == "emulated-host" else ()
+            model = None
+            if row.sliver_type == "simulator":
+                model = _model_of(row.slice.request_xml)
+            return SliverPlan(row.slice_urn, row.urn, "node", row.client_id, row.component, row.sliver_type,
+                              row.exclusive, tuple(sorted(c.slot for c in row.claims)), spec["hostname"], ifaces,
+                              logins, model=model)
+        ends = []
+        for other in session.scalars(select(SliverRow).where(SliverRow.slice_urn == row.slice_urn,
+                                                              SliverRow.kind == "node")):
+            for i in json.loads(other.spec)["interfaces"]:
+                if i["client_id"] in spec["interface_refs"]:
+                    ends.append((other.urn, i["client_id"]))
+        return SliverPlan(row.slice_urn, row.urn, "link", row.client_id, row.component, vni=spec["vni"],
+                          endpoints=tuple(ends), capacity_kbps=spec["capacity_kbps"], latency_ms=spec["latency_ms"],
+                          packet_loss=spec["packet_loss"])
+
+    def plan(self, sliver_urn: str) -> SliverPlan:
+        """The plan the driver gets (or got) for one sliver."""
+        with self.sessions() as session:
+            row = session.get(SliverRow, sliver_urn)
+            if row is None:
+                raise GeniError(GeniCode.SEARCHFAILED, f"no sliver {sliver_urn} here")
+            return self._plan(session, row)
+
+    def operate(self, slice_urn: str, urns: Sequence[str] | None, action: str) -> list[Sliver]:
+        if action not in ACTIONS:
+            raise GeniError(GeniCode.UNSUPPORTED, f"operational action {action!r} is not supported "
+                                                  f"(supported: {', '.join(ACTIONS)})")
+        with self.sessions() as session:
+            self._check_live(session, slice_urn)
+            rows = self._slivers(session, slice_urn, urns)
+            not_ready = [r.client_id for r in rows if r.allocation != PROVISIONED]
+            if not_ready:
+                raise GeniError(GeniCode.BADARGS, f"sliver {not_ready[0]!r} is not provisioned; provision it first")
+            targets = [r.urn for r in rows]
+        states: dict[str, str] = {}
+        for urn in targets:
+            try:
+                if action in ("geni_stop", "geni_restart"):
+                    self.driver.stop(urn)
+                    states[urn] = NOTREADY
+                if action in ("geni_start", "geni_restart"):
+                    self.driver.start(urn)
+                    states[urn] = READY
+            except Exception as exc:
+                log.exception("%s of %s failed", action, urn)
+                states[urn] = FAILED
+                self._set_error(urn, f"{action} failed: {exc}")
+        with self.sessions.begin() as session:
+            rows = self._slivers(session, slice_urn, targets)
+            for r in rows:
+                r.operational = states[r.urn]
+            return [self._view(r) for r in rows]
+
+    def _set_error(self, urn: str, message: str) -> None:
+        with self.sessions.begin() as session:
+            row = session.get(SliverRow, urn)
+            if row is not None:
+                row.error = message
+
+    # -- status, renewal, deletion ----------------------------------------------------------------
+
+    def status(self, slice_urn: str, urns: Sequence[str] | None = None) -> list[Sliver]:
+        with self.sessions() as session:
+            if session.get(SliceRow, slice_urn) is None:
+                raise GeniError(GeniCode.SEARCHFAILED, f"slice {slice_urn} has no slivers here")
+            views = [self._view(r) for r in self._slivers(session, slice_urn, urns)]
+        if not views:
+            raise GeniError(GeniCode.SEARCHFAILED, f"slice {slice_urn} has no slivers here")
+        # The database is the truth; the driver is asked only whether it still holds what we provisioned.
+        out = []
+        for view in views:
+            if view.allocation == PROVISIONED and self.driver.status(view.urn) is None:
+                view = Sliver(**{**view.__dict__, "operational": FAILED,
+                                 "error": "the resource driver no longer holds this sliver"})
+            out.append(view)
+        return out
+
+    def slice_urn_of(self, sliver_urn: str) -> str | None:
+        with self.sessions() as session:
+            row = session.get(SliverRow, sliver_urn)
+            return None if row is None else row.slice_urn
+
+    def renew(self, slice_urn: str, urns: Sequence[str] | None, new_time: datetime, slice_expires: datetime, *,
+              as_long_as_possible: bool = False) -> list[Sliver]:
+        now = self.clock()
+        if new_time <= now:
+            raise GeniError(GeniCode.BADARGS, f"requested expiration {new_time:%Y-%m-%dT%H:%M:%SZ} is in the past")
+        with self.sessions.begin() as session:
+            slice_row = self._check_live(session, slice_urn)
+            slice_row.expires = max(slice_row.expires, slice_expires)
+            rows = self._slivers(session, slice_urn, urns)
+            if not rows:
+                raise GeniError(GeniCode.SEARCHFAILED, f"slice {slice_urn} has no slivers here")
+            for r in rows:
+                limit = slice_expires if r.allocation == PROVISIONED else min(slice_expires,
+                                                                               now + self.allocation_lifetime)
+                if r.expires <= now:
+                    raise GeniError(GeniCode.EXPIRED, f"sliver {r.client_id!r} has already expired")
+                if new_time > limit and not as_long_as_possible:
+                    what = "the slice's expiration" if limit == slice_expires else "the allocation limit"
+                    raise GeniError(GeniCode.OUTOFRANGE, f"cannot renew {r.client_id!r} to "
+                                                         f"{new_time:%Y-%m-%dT%H:%M:%SZ}: past {what} "
+                                                         f"{limit:%Y-%m-%dT%H:%M:%SZ}")
+            for r in rows:
+                limit = slice_expires if r.allocation == PROVISIONED else min(slice_expires,
+                                                                               now + self.allocation_lifetime)
+                r.expires = min(new_time, limit)
+            return [self._view(r) for r in rows]
+
+    def delete(self, slice_urn: str, urns: Sequence[str] | None) -> list[Sliver]:
+        with self.sessions.begin() as session:
+            self._lock(session)
+            if session.get(SliceRow, slice_urn) is None:
+                raise GeniError(GeniCode.SEARCHFAILED, f"slice {slice_urn} has no slivers here")
+            rows = self._slivers(session, slice_urn, urns)
+            pending: list[str] = []
+            gone = [self._release(session, r, pending) for r in rows]
+        self._driver_release(pending)
+        return gone
+
+    def _release(self, session: Session, row: SliverRow, pending: list[str]) -> Sliver:
+        """Delete the sliver's rows (freeing its slots and tag); the driver release goes on ``pending``.
+
+        Driver calls happen after the transaction commits: a slow driver must not hold the
+        database, and if we die in between, :meth:`recover` releases what the driver still holds.
+        """
+        if row.allocation == PROVISIONED or row.phase:
+            pending.append(row.urn)
+        view = Sliver(**{**self._view(row).__dict__, "allocation": UNALLOCATED, "operational": PENDING})
+        session.delete(row)
+        return view
+
+    def _driver_release(self, urns: Iterable[str]) -> None:
+        for urn in urns:
+            try:
+                self.driver.release(urn)
+            except Exception:  # recorded, and retried by recover(): the sliver is gone from our books
+                log.exception("driver failed to release %s; recover() will retry", urn)
+
+    def shutdown(self, slice_urn: str) -> None:
+        """Stop every sliver of the slice and freeze it (an operator's emergency stop)."""
+        with self.sessions.begin() as session:
+            row = session.get(SliceRow, slice_urn)
+            if row is None:
+                raise GeniError(GeniCode.SEARCHFAILED, f"slice {slice_urn} has no slivers here")
+            row.shutdown = True
+            targets = [r.urn for r in row.slivers if r.allocation == PROVISIONED]
+        for urn in targets:
+            self.driver.stop(urn)
+        with self.sessions.begin() as session:
+            for r in self._slivers(session, slice_urn, targets):
+                r.operational = NOTREADY
+
+    # -- tickets (ProtoGENI CM v2) -----------------------------------------------------------------
+
+    def add_ticket(self, ticket_id: str, slice_urn: str, owner_urn: str, redeem_before: datetime, xml: str) -> None:
+        with self.sessions.begin() as session:
+            session.add(TicketRow(id=ticket_id, slice_urn=slice_urn, owner_urn=owner_urn, status="open",
+                                  redeem_before=redeem_before, xml=xml))
+
+    def open_ticket(self, slice_urn: str) -> TicketRow | None:
+        with self.sessions() as session:
+            return session.scalars(select(TicketRow).where(TicketRow.slice_urn == slice_urn,
+                                                           TicketRow.status == "open")).first()
+
+    def close_ticket(self, ticket_id: str, status: str, *, release: bool) -> list[str]:
+        """Mark a ticket redeemed/released/stale; with ``release``, delete its still-allocated slivers."""
+        with self.sessions.begin() as session:
+            self._lock(session)
+            ticket = session.get(TicketRow, ticket_id)
+            if ticket is None:
+                raise GeniError(GeniCode.SEARCHFAILED, f"no ticket {ticket_id}")
+            ticket.status = status
+            urns = list(session.scalars(select(SliverRow.urn).where(SliverRow.ticket_id == ticket_id)))
+            if release:
+                for row in session.scalars(select(SliverRow).where(SliverRow.ticket_id == ticket_id,
+                                                                   SliverRow.allocation == ALLOCATED)):
+                    self._release(session, row, [])
+            return urns
+
+    def ticket_slivers(self, ticket_id: str) -> list[str]:
+        with self.sessions() as session:
+            return list(session.scalars(select(SliverRow.urn).where(SliverRow.ticket_id == ticket_id)))
+
+    def aggregate_sliver(self, slice_urn: str) -> tuple[str, str]:
+        """The slice's aggregate sliver URN here (ProtoGENI), and its GID PEM if one was issued."""
+        with self.sessions() as session:
+            row = session.get(SliceRow, slice_urn)
+            if row is None:
+                raise GeniError(GeniCode.SEARCHFAILED, f"slice {slice_urn} has no slivers here")
+            if row.agg_sliver_urn:
+                return row.agg_sliver_urn, row.agg_sliver_gid
+            digest = hashlib.sha256(slice_urn.encode()).hexdigest()[:16]
+            return str(Urn(self.cm.authority, "sliver", f"agg-{digest}")), ""
+
+    def set_aggregate_sliver(self, slice_urn: str, urn: str, pem: str) -> None:
+        with self.sessions.begin() as session:
+            row = session.get(SliceRow, slice_urn)
+            if row is None:
+                raise GeniError(GeniCode.SEARCHFAILED, f"slice {slice_urn} has no slivers here")
+            row.agg_sliver_urn, row.agg_sliver_gid = urn, pem
+
+    def slice_of_aggregate_sliver(self, urn: str) -> str | None:
+        with self.sessions() as session:
+            return session.scalars(select(SliceRow.urn).where(SliceRow.agg_sliver_urn == urn)).first()
+
+    # -- housekeeping ---------------------------------------------------------------------------------
+
+    def reap(self) -> int:
+        """Free every sliver past its expiry, stale tickets, and empty expired slices; returns slivers freed."""
+        now = self.clock()
+        freed = 0
+        pending: list[str] = []
+        with self.sessions.begin() as session:
+            self._lock(session)
+            for row in session.scalars(select(SliverRow).where(SliverRow.expires <= now, SliverRow.phase == "")):
+                log.info("reaping %s sliver %s (%s) of %s", row.allocation, row.urn, row.client_id, row.slice_urn)
+                self._release(session, row, pending)
+                freed += 1
+            for ticket in session.scalars(select(TicketRow).where(TicketRow.status == "open",
+                                                                  TicketRow.redeem_before <= now)):
+                ticket.status = "stale"
+            session.flush()
+            for slice_row in session.scalars(select(SliceRow).where(SliceRow.expires <= now)):
+                if not slice_row.slivers:
+                    session.delete(slice_row)
+        self._driver_release(pending)
+        return freed
+
+    def recover(self) -> list[str]:
+        """Roll back provisions cut short by a crash, and release what the driver holds but we do not."""
+        with self.sessions() as session:
+            interrupted = list(session.scalars(select(SliverRow.urn).where(SliverRow.phase == "provisioning")))
+        for urn in interrupted:
+            self.driver.release(urn)
+        with self.sessions.begin() as session:
+            for row in session.scalars(select(SliverRow).where(SliverRow.urn.in_(interrupted))):
+                row.phase = ""
+            known = set(session.scalars(select(SliverRow.urn).where(SliverRow.allocation == PROVISIONED)))
+        orphans = self.driver.held() - known
+        for orphan in orphans:
+            self.driver.release(orphan)
+        rolled = interrupted + sorted(orphans)
+        if rolled:
+            log.warning("recovery rolled back %d sliver(s): %s", len(rolled), ", ".join(rolled))
+        return rolled
+
+    # -- descriptions ---------------------------------------------------------------------------------
+
+    def rows_for_manifest(self, slice_urn: str, urns: Sequence[str] | None = None) -> tuple[
+            list[dict[str, object]], str]:
+        """Plain records of the slice's slivers (for the manifest writer) and the last request RSpec."""
+        with self.sessions() as session:
+            slice_row = session.get(SliceRow, slice_urn)
+            if slice_row is None:
+                return [], ""
+            rows = self._slivers(session, slice_urn, urns)
+            records = []
+            for r in rows:
+                rec: dict[str, object] = {"urn": r.urn, "client_id": r.client_id, "kind": r.kind,
+                                          "component": r.component, "sliver_type": r.sliver_type,
+                                          "exclusive": r.exclusive, "allocation": r.allocation,
+                                          "spec": json.loads(r.spec)}
+                records.append(rec)
+            return records, slice_row.request_xml
+
+
+def _mac(sliver_urn: str, client_id: str) -> str:
+    digest = hashlib.sha256(f"{sliver_urn}/{client_id}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def _free_vni(used: set[int]) -> int:
+    vni = VNI_FIRST
+    while vni in used:
+        vni += 1
+    if vni > VNI_LAST:
+        raise GeniError(GeniCode.VLAN_UNAVAILABLE, "no free link tag (VNI) left")
+    return vni
+
+
+def _address_link(link_urn: str, vni: int, refs: Sequence[str], nodes: dict[str, SliverRow],
+                  iface_urn: dict[str, str]) -> None:
+    """Tie each interface to its link, and give unaddressed ones addresses in the link's /24."""
+    subnet = ipaddress.IPv4Network((f"10.{(vni >> 8) & 255}.{vni & 255}.0", 24))
+    by_urn = {r.urn: r for r in nodes.values()}
+    taken: set[str] = set()
+    specs: dict[str, dict[str, object]] = {}
+    for ref in refs:
+        row = by_urn[iface_urn[ref]]
+        specs.setdefault(row.urn, json.loads(row.spec))
+    for spec in specs.values():
+        for iface in spec["interfaces"]:  # type: ignore[union-attr]
+            if iface["client_id"] in refs and iface["address"]:
+                taken.add(iface["address"])
+    hosts = (str(h) for h in subnet.hosts() if str(h) not in taken)
+    for ref in refs:
+        spec = specs[iface_urn[ref]]
+        for iface in spec["interfaces"]:  # type: ignore[union-attr]
+            if iface["client_id"] == ref:
+                iface["link"] = link_urn
+                if not iface["address"]:
+                    iface["address"], iface["netmask"] = next(hosts), "255.255.255.0"
+    for urn, spec in specs.items():
+        by_urn[urn].spec = json.dumps(spec)
+
+
+def _model_of(request_xml: str) -> dict[str, object] | None:
+    from primogeni.geni.rspec import parse_request
+
+    if not request_xml:
+        return None
+    model = parse_request(request_xml).model
+    if model is None:
+        return None
+    return {"format": model.format, "text": model.text, "url": model.url, "mapping": [list(m) for m in model.mapping]}

@@ -1,0 +1,79 @@
+"""Descriptions the AM hands out: the advertisement of its meta resources and slice manifests.
+
+Both are built from the inventory and the database records, as plain RSpec values
+(:mod:`primogeni.geni.rspec`), then written as XML by that module.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from primogeni.am.core import AggregateManager
+from primogeni.geni.rspec import (
+    AdInterface,
+    AdLink,
+    AdNode,
+    Login,
+    ManInterface,
+    ManLink,
+    ManNode,
+    ReqIp,
+    advertisement,
+    manifest,
+    parse_request,
+)
+from primogeni.geni.urn import Urn
+
+
+def advertise(am: AggregateManager, now: datetime, *, available_only: bool = False) -> str:
+    usage = am.usage()
+    auth = am.cm.authority
+    nodes = []
+    for n in am.inventory.nodes:
+        free = n.capacity - len(usage.slots.get(n.name, frozenset()))
+        if available_only and free == 0:
+            continue
+        ifaces = tuple(AdInterface(Urn(auth, "interface", f"{n.name}:{i}"), i) for i in n.interfaces)
+        nodes.append(AdNode(Urn(auth, "node", n.name), am.cm, n.name, n.kind, n.capacity, free, n.exclusive,
+                            tuple(n.sliver_types), ifaces))
+    links = []
+    for link in am.inventory.links:
+        ends = [Urn(auth, "interface", f"{node}:{iface}") for node, iface in link.endpoints]
+        # RSpec links join two interfaces; an underlay LAN is advertised as one link per pair.
+        for a in range(len(ends)):
+            for b in range(a + 1, len(ends)):
+                name = link.name if len(ends) == 2 else f"{link.name}:{link.endpoints[a][0]}-{link.endpoints[b][0]}"
+                links.append(AdLink(Urn(auth, "link", name), name, (ends[a], ends[b]), link.capacity_kbps,
+                                    link.latency_ms, "lan" if len(ends) > 2 else "vlan", am.cm))
+    return advertisement(nodes, links, now=now, expires=now + timedelta(hours=1))
+
+
+def slice_manifest(am: AggregateManager, slice_urn: str, urns: Sequence[str] | None, now: datetime) -> str:
+    records, request_xml = am.rows_for_manifest(slice_urn, urns)
+    auth = am.cm.authority
+    nodes, links = [], []
+    for rec in records:
+        spec = rec["spec"]
+        assert isinstance(spec, dict)
+        sliver_id = Urn.parse(str(rec["urn"]))
+        if rec["kind"] == "node":
+            ifaces = []
+            for i in spec["interfaces"]:
+                ip = None
+                if i["address"]:
+                    prefix = ipaddress.IPv4Network(f"0.0.0.0/{i['netmask']}").prefixlen if i["netmask"] else None
+                    ip = ReqIp(ipaddress.ip_address(i["address"]), prefix)
+                ifaces.append(ManInterface(i["client_id"], Urn(auth, "sliver", f"{sliver_id.name}:{i['name']}"),
+                                           Urn(auth, "interface", f"{rec['component']}:eth1"), i["mac"], ip))
+            logins = tuple(Login(spec["hostname"], spec["ssh_port"], Urn.parse(u["urn"]).name)
+                           for u in spec["users"]) if rec["sliver_type"] == "emulated-host" else ()
+            nodes.append(ManNode(str(rec["client_id"]), sliver_id, Urn(auth, "node", str(rec["component"])), am.cm,
+                                 str(rec["sliver_type"]), bool(rec["exclusive"]), tuple(ifaces), logins))
+        else:
+            links.append(ManLink(str(rec["client_id"]), sliver_id, str(spec["vni"]), tuple(spec["interface_refs"]),
+                                 spec["capacity_kbps"], spec["latency_ms"], spec["packet_loss"], spec["link_type"]))
+    model = parse_request(request_xml).model if request_xml else None
+    expires = now + timedelta(days=1)
+    return manifest(nodes, links, model=model, now=now, expires=expires)

@@ -1,0 +1,142 @@
+"""The resource-driver interface: how the AM makes slivers real on its meta resources.
+
+The AM decides (placement, accounting, state); a driver realises. A :class:`SliverPlan` is plain
+data — everything a node agent needs to build one sliver — and the driver calls are
+idempotent, so the AM can replay them after a crash. The node agents of the substrate implement
+this same interface; :class:`RecordingDriver` records plans in the AM's database, which is
+what the control-framework tests use and what an AM without a substrate runs on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from primogeni.am.models import PlanRow
+
+
+@dataclass(frozen=True)
+class PlannedInterface:
+    client_id: str
+    name: str  # device name inside the sliver (eth1, eth2, ...)
+    mac: str
+    address: str | None
+    netmask: str | None
+    link_sliver: str | None  # URN of the link sliver this interface belongs to
+
+
+@dataclass(frozen=True)
+class PlannedLogin:
+    username: str
+    port: int
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SliverPlan:
+    slice_urn: str
+    sliver_urn: str
+    kind: str  # "node" | "link"
+    client_id: str
+    component: str  # physical node (node slivers); physical link or "" (link slivers)
+    sliver_type: str = ""
+    exclusive: bool = False
+    slots: tuple[int, ...] = ()
+    hostname: str = ""
+    interfaces: tuple[PlannedInterface, ...] = ()
+    logins: tuple[PlannedLogin, ...] = ()
+    vni: int | None = None
+    endpoints: tuple[tuple[str, str], ...] = ()  # link: (node sliver URN, interface client_id)
+    capacity_kbps: int | None = None
+    latency_ms: float | None = None
+    packet_loss: float | None = None
+    model: dict[str, object] | None = field(default=None)  # the virtual model, for simulator slivers
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+class ResourceDriver(Protocol):
+    """What realises slivers. Every call is idempotent; ``release`` of an unknown sliver is a no-op."""
+
+    def provision(self, plan: SliverPlan) -> None: ...
+
+    def start(self, sliver_urn: str) -> None: ...
+
+    def stop(self, sliver_urn: str) -> None: ...
+
+    def release(self, sliver_urn: str) -> None: ...
+
+    def status(self, sliver_urn: str) -> str | None:
+        """``"ready"``, ``"stopped"``, ``"failed"``, or ``None`` when the driver holds nothing for it."""
+        ...
+
+    def held(self) -> set[str]:
+        """URNs of every sliver the driver currently holds (for reconciliation after a restart)."""
+        ...
+
+
+class RecordingDriver:
+    """Records plans in the AM database (table ``am_driver_plans``) instead of touching a kernel.
+
+    ``delay`` (seconds per provision) models slow realisation; the restart test uses it to kill
+    the AM in the middle of a provision.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], *, delay: float = 0.0,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self._sessions = sessions
+        self._delay = delay
+        self._clock = clock
+
+    def _set(self, sliver_urn: str, state: str, plan: SliverPlan | None = None) -> None:
+        with self._sessions.begin() as session:
+            row = session.get(PlanRow, sliver_urn)
+            if row is None:
+                if plan is None:
+                    raise KeyError(f"driver holds no sliver {sliver_urn}")
+                session.add(PlanRow(sliver_urn=sliver_urn, plan=plan.to_json(), state=state, updated=self._clock()))
+            else:
+                if plan is not None:
+                    row.plan = plan.to_json()
+                row.state = state
+                row.updated = self._clock()
+
+    def provision(self, plan: SliverPlan) -> None:
+        if self._delay:
+            time.sleep(self._delay)
+        self._set(plan.sliver_urn, "provisioned", plan)
+
+    def start(self, sliver_urn: str) -> None:
+        self._set(sliver_urn, "started")
+
+    def stop(self, sliver_urn: str) -> None:
+        self._set(sliver_urn, "stopped")
+
+    def release(self, sliver_urn: str) -> None:
+        with self._sessions.begin() as session:
+            session.execute(delete(PlanRow).where(PlanRow.sliver_urn == sliver_urn))
+
+    def status(self, sliver_urn: str) -> str | None:
+        with self._sessions() as session:
+            row = session.get(PlanRow, sliver_urn)
+            if row is None:
+                return None
+            return {"provisioned": "stopped", "started": "ready", "stopped": "stopped"}[row.state]
+
+    def held(self) -> set[str]:
+        with self._sessions() as session:
+            return set(session.scalars(select(PlanRow.sliver_urn)))
+
+    def plan(self, sliver_urn: str) -> dict[str, object] | None:
+        """The recorded plan of one sliver (tests and ``primo am`` diagnostics)."""
+        with self._sessions() as session:
+            row = session.get(PlanRow, sliver_urn)
+            return None if row is None else json.loads(row.plan)
