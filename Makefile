@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEBS := tshark iproute2
+DEBS := tshark iproute2 libxmlsec1 libxmlsec1-openssl postgresql
 
 .PHONY: demo test lint debs clean bench bench-venv
 

@@ -122,7 +122,7 @@ def test_release_ticket_frees_everything(federation, am_service) -> None:
     pg(cm.GetTicket({"slice_urn": slice_urn, "rspec": REQUEST, "credentials": [cred], "impotent": 1}))
     assert state(am_service) == before
     # CreateSliver = GetTicket + RedeemTicket
-    sliver_cred, manifest = pg(cm.CreateSliver({"slice_urn": slice_urn, "rspec": REQUEST, "credentials": [cred]}))
+    _sliver_cred, manifest = pg(cm.CreateSliver({"slice_urn": slice_urn, "rspec": REQUEST, "credentials": [cred]}))
     nodes = etree.fromstring(manifest.encode()).findall("{http://www.geni.net/resources/rspec/3}node")
     assert len(nodes) == 2
     assert cm.Shutdown({"slice_urn": slice_urn, "credentials": [cred]})["code"] == 0

@@ -83,8 +83,8 @@ def allocate(am: AggregateManager, slice_urn: str, *nodes: str, **kw: object) ->
 
 def test_life_cycle(am: AggregateManager) -> None:
     made = allocate(am, SLICE_A, "h1", "h2")
-    assert [(s.kind, s.allocation, s.operational) for s in made] == [
-        ("node", "geni_allocated", "geni_pending_allocation")] * 2 + [("link", "geni_allocated", "geni_pending_allocation")]
+    fresh = ("geni_allocated", "geni_pending_allocation")
+    assert [(s.kind, s.allocation, s.operational) for s in made] == [("node", *fresh)] * 2 + [("link", *fresh)]
     assert all(s.expires == T0 + timedelta(minutes=10) for s in made)
     # unbound nodes go where most slots are free: pc1 then pc2 (ties by name)
     assert sorted(s.component for s in made if s.kind == "node") == ["pc1", "pc2"]

@@ -50,7 +50,9 @@ class CmApiV2:
             raise GeniError(GeniCode.NOT_IMPLEMENTED, f"ProtoGENI CM v2 has no method {method!r}")
         if len(params) > 1 or (params and not isinstance(params[0], dict)):
             raise GeniError(GeniCode.BADARGS, f"{method} takes one struct argument")
-        return {"code": 0, "value": fn(caller, params[0] if params else {}), "output": ""}
+        args = params[0] if params else {}
+        assert isinstance(args, dict)
+        return {"code": 0, "value": fn(caller, args), "output": ""}
 
     @staticmethod
     def error_envelope(err: GeniError) -> dict[str, object]:
@@ -73,7 +75,8 @@ class CmApiV2:
                                               "(it was redeemed, released, replaced or has expired)")
         assert ticket.ticket is not None
         if ticket.ticket.redeem_before <= self.ctx.clock():
-            raise GeniError(GeniCode.EXPIRED, f"ticket had to be redeemed before {rfc3339(ticket.ticket.redeem_before)}")
+            deadline = rfc3339(ticket.ticket.redeem_before)
+            raise GeniError(GeniCode.EXPIRED, f"ticket had to be redeemed before {deadline}")
         return ticket, open_row.id
 
     def _sign_ticket(self, caller: Gid, slice_urn: Urn, slice_cred: Credential, ticket_id: str,

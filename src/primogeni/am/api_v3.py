@@ -176,7 +176,7 @@ def users_of(value: object, caller_urn: str) -> list[tuple[str, list[str]]]:
         return [(caller_urn, [])]
     if not isinstance(value, list):
         raise GeniError(GeniCode.BADARGS, "geni_users must be a list of {urn, keys}")
-    users = []
+    users: list[tuple[str, list[str]]] = []
     for item in value:
         if not isinstance(item, dict) or not isinstance(item.get("urn"), str):
             raise GeniError(GeniCode.BADARGS, "each geni_users entry needs a urn")

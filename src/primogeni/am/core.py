@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -623,18 +623,18 @@ def _address_link(link_urn: str, vni: int, refs: Sequence[str], nodes: dict[str,
     subnet = ipaddress.IPv4Network((f"10.{(vni >> 8) & 255}.{vni & 255}.0", 24))
     by_urn = {r.urn: r for r in nodes.values()}
     taken: set[str] = set()
-    specs: dict[str, dict[str, object]] = {}
+    specs: dict[str, dict[str, Any]] = {}
     for ref in refs:
         row = by_urn[iface_urn[ref]]
         specs.setdefault(row.urn, json.loads(row.spec))
     for spec in specs.values():
-        for iface in spec["interfaces"]:  # type: ignore[union-attr]
+        for iface in spec["interfaces"]:
             if iface["client_id"] in refs and iface["address"]:
                 taken.add(iface["address"])
     hosts = (str(h) for h in subnet.hosts() if str(h) not in taken)
     for ref in refs:
         spec = specs[iface_urn[ref]]
-        for iface in spec["interfaces"]:  # type: ignore[union-attr]
+        for iface in spec["interfaces"]:
             if iface["client_id"] == ref:
                 iface["link"] = link_urn
                 if not iface["address"]:

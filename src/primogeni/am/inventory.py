@@ -122,7 +122,7 @@ def load_inventory(path: Path) -> Inventory:
             pairs = tuple(tuple(e.split(":", 1)) for e in ends)
             if len(pairs) < 2 or any(len(p) != 2 for p in pairs):
                 raise InventoryError(f"{path}: link #{i + 1}: endpoints must be 'node:interface' strings, at least two")
-            links.append(PhysicalLink(endpoints=pairs, **raw))  # type: ignore[arg-type]
+            links.append(PhysicalLink(endpoints=pairs, **raw))
         except (TypeError, KeyError) as exc:
             raise InventoryError(f"{path}: link #{i + 1}: {exc}") from exc
     if not nodes:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from primogeni.am.inventory import Inventory, PhysicalLink
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
-from primogeni.geni.rspec import Request, ReqLink, ReqNode
+from primogeni.geni.rspec import ReqLink, ReqNode, Request
 from primogeni.geni.urn import Urn
 
 

@@ -34,7 +34,7 @@ from primogeni.am.models import Base
 from primogeni.db import make_engine, redact, session_factory
 from primogeni.geni.cert import Identity, TrustStore
 from primogeni.geni.cred import Verifier
-from primogeni.rpc import RpcServer
+from primogeni.rpc import Handler, RpcServer
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,11 @@ class AmService:
                                    policy=policy, allocation_lifetime=allocation_lifetime)
         urls: dict[str, str] = {}
         self.ctx = Context(am=self.am, identity=self.identity, verifier=Verifier(self.trust, clock=clock), urls=urls,
-                           clock=clock, advertise=lambda available: advertise(self.am, clock(), available_only=available),
+                           clock=clock,
+                           advertise=lambda available: advertise(self.am, clock(), available_only=available),
                            manifest=lambda slice_urn, urns: slice_manifest(self.am, slice_urn, urns, clock()))
         cm = CmApiV2(self.ctx)
-        routes = {PATHS["2"]: AmApiV2(self.ctx), PATHS["3"]: AmApiV3(self.ctx), PATHS["cm"]: cm,
+        routes: dict[str, Handler] = {PATHS["2"]: AmApiV2(self.ctx), PATHS["3"]: AmApiV3(self.ctx), PATHS["cm"]: cm,
                   "/protogeni/xmlrpc/cm": cm}
         self.server = RpcServer(routes, identity_cert=am_dir / "am.pem", identity_key=am_dir / "am.key",
                                 trust=self.trust, host=host, port=port, threads=threads)
