@@ -113,6 +113,8 @@ class Context:
                 ctype = str(item.get("geni_type", "")).lower()
                 version = str(item.get("geni_version", ""))
                 value = item.get("geni_value")
+                if isinstance(value, bytes):  # geni-lib reads the file in binary: XML-RPC base64
+                    value = value.decode("utf-8", "replace")
                 if ctype == "geni_sfa" and version in ("3", "2") and isinstance(value, str):
                     values.append(value)
                 else:

@@ -34,6 +34,7 @@ from primogeni.am.driver import PlannedInterface, PlannedLogin, ResourceDriver, 
 from primogeni.am.inventory import Inventory
 from primogeni.am.models import ClaimRow, LockRow, SliceRow, SliverRow, TicketRow, VniRow
 from primogeni.am.placement import LinkPlacement, NodePlacement, Usage, ours, place
+from primogeni.db import reader_factory
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
 from primogeni.geni.rspec import Request
@@ -107,6 +108,8 @@ class AggregateManager:
                  allocation_lifetime: timedelta = timedelta(minutes=10),
                  sliver_lifetime: timedelta = timedelta(days=7)):
         self.sessions = sessions
+        bind = sessions.kw["bind"]
+        self.readers = reader_factory(bind)  # read-only calls (status, usage, descriptions)
         self.inventory = inventory
         self.driver = driver
         self.cm = cm
@@ -153,7 +156,7 @@ class AggregateManager:
         return Usage({k: frozenset(v) for k, v in slots.items()}, {k: int(v or 0) for k, v in link_kbps.items()})
 
     def usage(self) -> Usage:
-        with self.sessions() as session:
+        with self.readers() as session:
             return self._usage(session)
 
     # -- allocation ----------------------------------------------------------------------------
@@ -353,7 +356,7 @@ class AggregateManager:
 
     def plan(self, sliver_urn: str) -> SliverPlan:
         """The plan the driver gets (or got) for one sliver."""
-        with self.sessions() as session:
+        with self.readers() as session:
             row = session.get(SliverRow, sliver_urn)
             if row is None:
                 raise GeniError(GeniCode.SEARCHFAILED, f"no sliver {sliver_urn} here")
@@ -398,23 +401,22 @@ class AggregateManager:
     # -- status, renewal, deletion ----------------------------------------------------------------
 
     def status(self, slice_urn: str, urns: Sequence[str] | None = None) -> list[Sliver]:
-        with self.sessions() as session:
-            if session.get(SliceRow, slice_urn) is None:
-                raise GeniError(GeniCode.SEARCHFAILED, f"slice {slice_urn} has no slivers here")
+        with self.readers() as session:
             views = [self._view(r) for r in self._slivers(session, slice_urn, urns)]
         if not views:
             raise GeniError(GeniCode.SEARCHFAILED, f"slice {slice_urn} has no slivers here")
         # The database is the truth; the driver is asked only whether it still holds what we provisioned.
         out = []
+        held = self.driver.held() if any(v.allocation == PROVISIONED for v in views) else set()
         for view in views:
-            if view.allocation == PROVISIONED and self.driver.status(view.urn) is None:
+            if view.allocation == PROVISIONED and view.urn not in held:
                 view = Sliver(**{**view.__dict__, "operational": FAILED,
                                  "error": "the resource driver no longer holds this sliver"})
             out.append(view)
         return out
 
     def slice_urn_of(self, sliver_urn: str) -> str | None:
-        with self.sessions() as session:
+        with self.readers() as session:
             row = session.get(SliverRow, sliver_urn)
             return None if row is None else row.slice_urn
 
@@ -497,7 +499,7 @@ class AggregateManager:
                                   redeem_before=redeem_before, xml=xml))
 
     def open_ticket(self, slice_urn: str) -> TicketRow | None:
-        with self.sessions() as session:
+        with self.readers() as session:
             return session.scalars(select(TicketRow).where(TicketRow.slice_urn == slice_urn,
                                                            TicketRow.status == "open")).first()
 
@@ -517,12 +519,12 @@ class AggregateManager:
             return urns
 
     def ticket_slivers(self, ticket_id: str) -> list[str]:
-        with self.sessions() as session:
+        with self.readers() as session:
             return list(session.scalars(select(SliverRow.urn).where(SliverRow.ticket_id == ticket_id)))
 
     def aggregate_sliver(self, slice_urn: str) -> tuple[str, str]:
         """The slice's aggregate sliver URN here (ProtoGENI), and its GID PEM if one was issued."""
-        with self.sessions() as session:
+        with self.readers() as session:
             row = session.get(SliceRow, slice_urn)
             if row is None:
                 raise GeniError(GeniCode.SEARCHFAILED, f"slice {slice_urn} has no slivers here")
@@ -539,7 +541,7 @@ class AggregateManager:
             row.agg_sliver_urn, row.agg_sliver_gid = urn, pem
 
     def slice_of_aggregate_sliver(self, urn: str) -> str | None:
-        with self.sessions() as session:
+        with self.readers() as session:
             return session.scalars(select(SliceRow.urn).where(SliceRow.agg_sliver_urn == urn)).first()
 
     # -- housekeeping ---------------------------------------------------------------------------------
@@ -588,7 +590,7 @@ class AggregateManager:
     def rows_for_manifest(self, slice_urn: str, urns: Sequence[str] | None = None) -> tuple[
             list[dict[str, object]], str]:
         """Plain records of the slice's slivers (for the manifest writer) and the last request RSpec."""
-        with self.sessions() as session:
+        with self.readers() as session:
             slice_row = session.get(SliceRow, slice_urn)
             if slice_row is None:
                 return [], ""

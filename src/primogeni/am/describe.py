@@ -7,10 +7,13 @@ Both are built from the inventory and the database records, as plain RSpec value
 from __future__ import annotations
 
 import ipaddress
+import threading
+import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from primogeni.am.core import AggregateManager
+from primogeni.am.placement import Usage
 from primogeni.geni.rspec import (
     AdInterface,
     AdLink,
@@ -26,9 +29,30 @@ from primogeni.geni.rspec import (
 )
 from primogeni.geni.urn import Urn
 
+# Per AM: (minute, available_only, slots in use) → advertisement text.
+_AD_CACHE: weakref.WeakKeyDictionary[AggregateManager, dict[tuple[object, ...], str]] = weakref.WeakKeyDictionary()
+_AD_CACHE_LOCK = threading.Lock()
+
 
 def advertise(am: AggregateManager, now: datetime, *, available_only: bool = False) -> str:
+    """The advertisement; rebuilt when what is in use changes, and at least once a minute."""
     usage = am.usage()
+    minute = now.replace(second=0, microsecond=0)
+    key = (minute, available_only, tuple(sorted((k, tuple(sorted(v))) for k, v in usage.slots.items())))
+    with _AD_CACHE_LOCK:
+        cache = _AD_CACHE.setdefault(am, {})
+        cached = cache.get(key)
+    if cached is not None:
+        return cached
+    text = _advertise(am, usage, minute, available_only)
+    with _AD_CACHE_LOCK:
+        if len(cache) > 64:
+            cache.clear()
+        cache[key] = text
+    return text
+
+
+def _advertise(am: AggregateManager, usage: Usage, now: datetime, available_only: bool) -> str:
     auth = am.cm.authority
     nodes = []
     for n in am.inventory.nodes:

@@ -20,6 +20,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from primogeni.am.models import PlanRow
+from primogeni.db import reader_factory
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class RecordingDriver:
     def __init__(self, sessions: sessionmaker[Session], *, delay: float = 0.0,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self._sessions = sessions
+        self._readers = reader_factory(sessions.kw["bind"])
         self._delay = delay
         self._clock = clock
 
@@ -125,18 +127,18 @@ class RecordingDriver:
             session.execute(delete(PlanRow).where(PlanRow.sliver_urn == sliver_urn))
 
     def status(self, sliver_urn: str) -> str | None:
-        with self._sessions() as session:
+        with self._readers() as session:
             row = session.get(PlanRow, sliver_urn)
             if row is None:
                 return None
             return {"provisioned": "stopped", "started": "ready", "stopped": "stopped"}[row.state]
 
     def held(self) -> set[str]:
-        with self._sessions() as session:
+        with self._readers() as session:
             return set(session.scalars(select(PlanRow.sliver_urn)))
 
     def plan(self, sliver_urn: str) -> dict[str, object] | None:
         """The recorded plan of one sliver (tests and ``primo am`` diagnostics)."""
-        with self._sessions() as session:
+        with self._readers() as session:
             row = session.get(PlanRow, sliver_urn)
             return None if row is None else json.loads(row.plan)
