@@ -175,3 +175,13 @@ def test_wrong_arguments_are_envelopes(federation, am_service) -> None:
     assert code(am.Status(["urn:publicid:IDN+primo+sliver+nosuch"], [], {})) == GeniCode.SEARCHFAILED
     assert code(am.Allocate("urn:publicid:IDN+primo:proj+slice+x")) == GeniCode.BADARGS
     assert code(am.NoSuchMethod()) == GeniCode.UNSUPPORTED
+
+
+def test_oversized_request_is_refused(federation, am_service) -> None:
+    am = proxy(federation, am_service.urls["3"])
+    before = state(am_service)
+    padding = "<!-- " + "x" * (8 * 1024 * 1024 + 1000) + " -->"
+    answer = am.Allocate("urn:publicid:IDN+primo:proj+slice+big", [v3(federation.slice_cred("alice", "big"))],
+                         REQUEST + padding, {})
+    assert code(answer) == GeniCode.TOOBIG
+    assert state(am_service) == before
