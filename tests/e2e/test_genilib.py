@@ -43,20 +43,20 @@ class PrimoFramework(CHAPI2):
     def projecturn(self) -> str:
         return self.projectNameToURN(self.project)
 
-    def projectNameToURN(self, name: str) -> str:  # noqa: N802 - geni-lib's method names
+    def projectNameToURN(self, name: str) -> str:
         return f"urn:publicid:IDN+{self._authority}+project+{name}"
 
-    def sliceNameToURN(self, name: str, project: str | None = None) -> str:  # noqa: N802
+    def sliceNameToURN(self, name: str, project: str | None = None) -> str:
         return f"urn:publicid:IDN+{self._authority}:{project or self.project}+slice+{name}"
 
     # geni-lib 0.9.9 on Python 3 writes the credential it fetched to a file opened "wb+", so its
     # own CHAPI2 methods fail with any clearinghouse that returns the credential as an XML-RPC
     # string (as the Federation API says). A framework subclass encodes it; the call is still
     # geni-lib's chapi2.get_credentials.
-    def getUserCredentials(self, owner_urn: str) -> bytes:  # noqa: N802
+    def getUserCredentials(self, owner_urn: str) -> bytes:
         return str(super().getUserCredentials(owner_urn)).encode()
 
-    def getSliceCredentials(self, context: Context, slicename: str) -> bytes:  # noqa: N802
+    def getSliceCredentials(self, context: Context, slicename: str) -> bytes:
         return str(super().getSliceCredentials(context, slicename)).encode()
 
 

@@ -229,7 +229,7 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
         except Exception:
             # Unexpected: the traceback stays in our log, the client gets SERVERERROR.
             log.exception("%s %s from %s failed", path, _clip(method), self.conn.caller.urn)
-            return envelope("", code=GeniCode.SERVERERROR, output=_INTERNAL_ERROR)
+            return self._error(handler, GeniError(GeniCode.SERVERERROR, _INTERNAL_ERROR))
 
     @staticmethod
     def _error(handler: Handler, err: GeniError) -> object:
