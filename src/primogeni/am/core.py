@@ -401,19 +401,26 @@ class AggregateManager:
     # -- status, renewal, deletion ----------------------------------------------------------------
 
     def status(self, slice_urn: str, urns: Sequence[str] | None = None) -> list[Sliver]:
+        cols = (SliverRow.urn, SliverRow.slice_urn, SliverRow.client_id, SliverRow.kind, SliverRow.component,
+                SliverRow.allocation, SliverRow.operational, SliverRow.expires, SliverRow.error)
+        query = select(*cols).where(SliverRow.slice_urn == slice_urn).order_by(SliverRow.kind.desc(),
+                                                                              SliverRow.client_id)
         with self.readers() as session:
-            views = [self._view(r) for r in self._slivers(session, slice_urn, urns)]
+            views = [Sliver(*row) for row in session.execute(query)]
+        if urns is not None:
+            by_urn = {v.urn: v for v in views}
+            missing = [u for u in urns if u not in by_urn]
+            if missing:
+                raise GeniError(GeniCode.SEARCHFAILED, f"no sliver {missing[0]} in slice {slice_urn}")
+            views = [by_urn[u] for u in urns]
         if not views:
             raise GeniError(GeniCode.SEARCHFAILED, f"slice {slice_urn} has no slivers here")
         # The database is the truth; the driver is asked only whether it still holds what we provisioned.
-        out = []
-        held = self.driver.held() if any(v.allocation == PROVISIONED for v in views) else set()
-        for view in views:
-            if view.allocation == PROVISIONED and view.urn not in held:
-                view = Sliver(**{**view.__dict__, "operational": FAILED,
-                                 "error": "the resource driver no longer holds this sliver"})
-            out.append(view)
-        return out
+        provisioned = [v.urn for v in views if v.allocation == PROVISIONED]
+        held = self.driver.held(provisioned) if provisioned else set()
+        return [v if v.allocation != PROVISIONED or v.urn in held else
+                Sliver(**{**v.__dict__, "operational": FAILED,
+                          "error": "the resource driver no longer holds this sliver"}) for v in views]
 
     def slice_urn_of(self, sliver_urn: str) -> str | None:
         with self.readers() as session:

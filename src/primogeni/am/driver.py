@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -79,8 +79,9 @@ class ResourceDriver(Protocol):
         """``"ready"``, ``"stopped"``, ``"failed"``, or ``None`` when the driver holds nothing for it."""
         ...
 
-    def held(self) -> set[str]:
-        """URNs of every sliver the driver currently holds (for reconciliation after a restart)."""
+    def held(self, among: Collection[str] | None = None) -> set[str]:
+        """URNs of the slivers the driver holds now: all of them (reconciliation after a restart),
+        or those of ``among`` (status checks)."""
         ...
 
 
@@ -133,9 +134,14 @@ class RecordingDriver:
                 return None
             return {"provisioned": "stopped", "started": "ready", "stopped": "stopped"}[row.state]
 
-    def held(self) -> set[str]:
+    def held(self, among: Collection[str] | None = None) -> set[str]:
+        query = select(PlanRow.sliver_urn)
+        if among is not None:
+            if not among:
+                return set()
+            query = query.where(PlanRow.sliver_urn.in_(list(among)))
         with self._readers() as session:
-            return set(session.scalars(select(PlanRow.sliver_urn)))
+            return set(session.scalars(query))
 
     def plan(self, sliver_urn: str) -> dict[str, object] | None:
         """The recorded plan of one sliver (tests and ``primo am`` diagnostics)."""

@@ -160,3 +160,8 @@ def check(model: str, param: tuple[str, ...]) -> None:
     flows = sum(1 for _ in sim_.network.all_flows())
     click.echo(f"{Path(model).name}: {len(sim_.nodes)} nodes, {len(sim_.ports)} interfaces, "
                f"{sum(1 for _ in sim_.network.all_links())} links, {flows} flows: ok")
+
+
+from primogeni.cli.geni import register as _register_geni  # noqa: E402  (after `main` exists)
+
+_register_geni(main)

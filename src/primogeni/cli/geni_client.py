@@ -1,0 +1,392 @@
+"""The client commands of ``primo``: keys, projects and slices at the clearinghouse; resources and
+slivers at the aggregate. Each loads ``HOME/client.toml`` and calls :class:`~primogeni.client.PrimoClient`.
+
+Slices are named ``project/name`` or ``name`` (in the default project). ``--json`` prints what
+the servers answered (slivers, records, a manifest's summary) for scripts; otherwise tables.
+Errors and exit codes are those of :mod:`primogeni.cli.geni`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from primogeni.cli.geni import fail, home_option, json_option, print_json, print_table, reports_errors
+from primogeni.client import (
+    ClientConfig,
+    PrimoClient,
+    advertised_nodes,
+    iter_slivers,
+    manifest_summary,
+    parse_time,
+    rfc3339,
+)
+
+_RSPEC_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+_DAYS = click.FloatRange(min=0, min_open=True)
+
+
+def _client(home: Path) -> PrimoClient:
+    """A client for HOME's configuration, closed when the command ends."""
+    client = PrimoClient(ClientConfig.load(home))
+    click.get_current_context().call_on_close(client.close)
+    return client
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _until(days: float | None, until: str | None) -> datetime:
+    """The time of ``--days N`` (from now) or ``--until TIME``: exactly one of them."""
+    if (days is None) == (until is None):
+        fail("give exactly one of --days N and --until TIME", 2)
+    if until is not None:
+        try:
+            return parse_time(until)
+        except ValueError:
+            fail(f"--until {until!r} is not an RFC 3339 time (e.g. 2030-01-31T12:00:00Z)", 2)
+    assert days is not None
+    return _now() + timedelta(days=days)
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        fail(f"{path}: the {what} is not UTF-8 text", 2)
+
+
+def _short(status: object) -> str:
+    return str(status or "").removeprefix("geni_")
+
+
+def _slivers_out(title: str, slice_urn: str, answer: Any, as_json: bool, **extra: Any) -> None:
+    slivers = list(iter_slivers(answer))
+    if as_json:
+        print_json({"slice": slice_urn, "slivers": slivers, **extra})
+        return
+    print_table(title, ("sliver", "allocation", "operational", "expires", "error"),
+                ((s.get("geni_sliver_urn"), _short(s.get("geni_allocation_status")),
+                  _short(s.get("geni_operational_status")), s.get("geni_expires"), s.get("geni_error"))
+                 for s in slivers))
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+@click.group("key")
+def key() -> None:
+    """Your SSH public keys at the member authority (they become your logins on slivers)."""
+
+
+@key.command("add")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--description", help="What the key is [default: its comment, or the file name].")
+@home_option
+@json_option
+@reports_errors
+def key_add(file: Path, description: str | None, home: Path, as_json: bool) -> None:
+    """Add the SSH public key in FILE (one OpenSSH line, e.g. ~/.ssh/id_ed25519.pub)."""
+    from primogeni.ch.members import parse_ssh_public_key
+    from primogeni.geni.errors import GeniError
+
+    try:
+        _, line = parse_ssh_public_key(_read_text(file, "SSH public key"))
+    except GeniError as e:
+        fail(f"{file}: {e.reason}", 2)
+    parts = line.split(None, 2)
+    record = _client(home).add_key(line, description or (parts[2] if len(parts) > 2 else file.name))
+    if as_json:
+        print_json(record)
+        return
+    click.echo(f"key {record['KEY_ID']} ({record['KEY_TYPE']}) added for {record['KEY_MEMBER']}")
+
+
+@key.command("list")
+@home_option
+@json_option
+@reports_errors
+def key_list(home: Path, as_json: bool) -> None:
+    """Your SSH public keys."""
+    keys = _client(home).keys()
+    if as_json:
+        print_json(keys)
+        return
+    print_table("SSH keys", ("id", "type", "description", "key"),
+                ((k["KEY_ID"], k["KEY_TYPE"], k["KEY_DESCRIPTION"], k["KEY_PUBLIC"].split()[1][:24] + "…")
+                 for k in keys))
+
+
+# -- projects and slices -----------------------------------------------------------------------
+
+
+@click.group("project")
+def project() -> None:
+    """Projects at the slice authority (the upper level of slice names)."""
+
+
+@project.command("create")
+@click.argument("name")
+@click.option("--days", type=_DAYS, default=90.0, show_default=True, help="Lifetime.")
+@click.option("--description", default="", help="What the project is for.")
+@home_option
+@json_option
+@reports_errors
+def project_create(name: str, days: float, description: str, home: Path, as_json: bool) -> None:
+    """Create project NAME, led by you."""
+    from primogeni.geni.urn import check_project_name
+
+    check_project_name(name)
+    record = _client(home).create_project(name, _now() + timedelta(days=days), description)
+    if as_json:
+        print_json(record)
+        return
+    click.echo(f"project {record['PROJECT_URN']} expires {record['PROJECT_EXPIRATION']}")
+
+
+@project.command("list")
+@home_option
+@json_option
+@reports_errors
+def project_list(home: Path, as_json: bool) -> None:
+    """The projects you belong to."""
+    records = _client(home).projects()
+    if as_json:
+        print_json(records)
+        return
+    print_table("Projects", ("name", "role", "expires", "expired", "description"),
+                ((p["PROJECT_NAME"], p["PROJECT_ROLE"], p["PROJECT_EXPIRATION"], p["PROJECT_EXPIRED"],
+                  p["PROJECT_DESCRIPTION"]) for p in records))
+
+
+@click.group("slice")
+def slice_() -> None:
+    """Slices (experiments) at the slice authority."""
+
+
+@slice_.command("create")
+@click.argument("name")
+@click.option("--project", help="Project of the slice [default: client.toml's].")
+@click.option("--days", type=_DAYS, default=7.0, show_default=True, help="Lifetime.")
+@click.option("--description", default="", help="What the experiment is.")
+@home_option
+@json_option
+@reports_errors
+def slice_create(name: str, project: str | None, days: float, description: str, home: Path, as_json: bool) -> None:
+    """Create slice NAME (project/name, or name in --project or the default project)."""
+    record = _client(home).create_slice(name, project=project, expires=_now() + timedelta(days=days),
+                                        description=description)
+    if as_json:
+        print_json(record)
+        return
+    click.echo(f"slice {record['SLICE_URN']} expires {record['SLICE_EXPIRATION']}")
+
+
+@slice_.command("renew")
+@click.argument("name")
+@click.option("--days", type=_DAYS, help="New expiration: this many days from now.")
+@click.option("--until", metavar="TIME", help="New expiration, RFC 3339 (2030-01-31T12:00:00Z).")
+@home_option
+@json_option
+@reports_errors
+def slice_renew(name: str, days: float | None, until: str | None, home: Path, as_json: bool) -> None:
+    """Move slice NAME's expiration (at the slice authority; `primo renew` renews slivers)."""
+    record = _client(home).renew_slice(name, _until(days, until))
+    if as_json:
+        print_json(record)
+        return
+    click.echo(f"slice {record['SLICE_URN']} expires {record['SLICE_EXPIRATION']}")
+
+
+@slice_.command("list")
+@click.option("--project", help="Only slices of this project.")
+@click.option("--all", "include_expired", is_flag=True, help="Include expired slices.")
+@home_option
+@json_option
+@reports_errors
+def slice_list(project: str | None, include_expired: bool, home: Path, as_json: bool) -> None:
+    """The slices you can see."""
+    records = _client(home).slices(project, include_expired=include_expired)
+    if as_json:
+        print_json(records)
+        return
+    print_table("Slices", ("slice", "project", "expires", "expired", "description"),
+                ((s["SLICE_NAME"], s["SLICE_PROJECT_URN"].rsplit("+", 1)[-1], s["SLICE_EXPIRATION"],
+                  s["SLICE_EXPIRED"], s["SLICE_DESCRIPTION"]) for s in records))
+
+
+# -- the aggregate -----------------------------------------------------------------------------
+
+
+@click.command("resources")
+@click.option("--available", is_flag=True, help="Only nodes with free slots.")
+@click.option("--xml", "as_xml", is_flag=True, help="Print the advertisement RSpec.")
+@home_option
+@json_option
+@reports_errors
+def resources(available: bool, as_xml: bool, home: Path, as_json: bool) -> None:
+    """What the aggregate offers: its nodes, their kind, free slots and sliver types."""
+    rspec = _client(home).list_resources(available=available)
+    if as_xml:
+        click.echo(rspec)
+        return
+    nodes = advertised_nodes(rspec)
+    if as_json:
+        print_json({"nodes": nodes})
+        return
+    print_table("Resources", ("node", "kind", "free/capacity", "exclusive", "sliver types"),
+                ((n["name"], n["kind"], f"{n['available']}/{n['capacity']}", "yes" if n["exclusive"] else "no",
+                  ", ".join(n["sliver_types"])) for n in nodes))
+
+
+@click.command("allocate")
+@click.argument("slice_name", metavar="SLICE")
+@click.argument("rspec_file", metavar="RSPECFILE", type=_RSPEC_FILE)
+@home_option
+@json_option
+@reports_errors
+def allocate(slice_name: str, rspec_file: Path, home: Path, as_json: bool) -> None:
+    """Reserve the resources the request RSpec in RSPECFILE asks for (provision them soon)."""
+    client = _client(home)
+    answer = client.allocate(slice_name, _read_text(rspec_file, "RSpec"))
+    _slivers_out("Allocated", str(client.slice_urn(slice_name)), answer, as_json)
+
+
+@click.command("provision")
+@click.argument("slice_name", metavar="SLICE")
+@home_option
+@json_option
+@reports_errors
+def provision(slice_name: str, home: Path, as_json: bool) -> None:
+    """Provision SLICE's allocated slivers, with logins for your SSH keys."""
+    client = _client(home)
+    answer = client.provision(slice_name)
+    _slivers_out("Provisioned", str(client.slice_urn(slice_name)), answer, as_json,
+                 manifest=manifest_summary(answer["geni_rspec"]))
+
+
+@click.command("create")
+@click.argument("slice_name", metavar="SLICE")
+@click.argument("rspec_file", metavar="RSPECFILE", type=_RSPEC_FILE)
+@home_option
+@json_option
+@reports_errors
+def create(slice_name: str, rspec_file: Path, home: Path, as_json: bool) -> None:
+    """Allocate, provision and start what RSPECFILE asks for, in one go."""
+    client = _client(home)
+    answer = client.create(slice_name, _read_text(rspec_file, "RSpec"))
+    summary = manifest_summary(answer["geni_rspec"])
+    _slivers_out("Created", str(client.slice_urn(slice_name)), answer, as_json, manifest=summary)
+    if not as_json:
+        _manifest_tables(summary)
+
+
+def _action(name: str, action: str, verb: str, help_text: str) -> click.Command:
+    @click.command(name, help=help_text)
+    @click.argument("slice_name", metavar="SLICE")
+    @home_option
+    @json_option
+    @reports_errors
+    def command(slice_name: str, home: Path, as_json: bool) -> None:
+        client = _client(home)
+        answer = client.perform_operational_action(slice_name, action)
+        _slivers_out(verb, str(client.slice_urn(slice_name)), answer, as_json)
+
+    return command
+
+
+start = _action("start", "geni_start", "Started", "Start SLICE's provisioned slivers (geni_start).")
+stop = _action("stop", "geni_stop", "Stopped", "Stop SLICE's provisioned slivers (geni_stop).")
+
+
+def overall(slivers: list[dict[str, Any]]) -> str:
+    """One word for a slice: the operational state all slivers share, or failed, or mixed."""
+    states = {_short(s.get("geni_operational_status")) for s in slivers}
+    if not states:
+        return "empty"
+    if "failed" in states:
+        return "failed"
+    return states.pop() if len(states) == 1 else "mixed"
+
+
+@click.command("status")
+@click.argument("slice_name", metavar="SLICE")
+@home_option
+@json_option
+@reports_errors
+def status(slice_name: str, home: Path, as_json: bool) -> None:
+    """The state of SLICE's slivers at the aggregate."""
+    answer = _client(home).status(slice_name)
+    slivers = list(iter_slivers(answer))
+    word = overall(slivers)
+    _slivers_out(f"{answer.get('geni_urn')}: {word}", str(answer.get("geni_urn")), answer, as_json, status=word)
+
+
+def _manifest_tables(summary: dict[str, list[dict[str, Any]]]) -> None:
+    def logins(n: dict[str, Any]) -> str:
+        return "\n".join(f"ssh -p {x['port']} {x['username']}@{x['hostname']}" for x in n["logins"])
+
+    def addresses(n: dict[str, Any]) -> str:
+        return "\n".join(f"{i['client_id']} {a}" for i in n["interfaces"] for a in i["addresses"])
+
+    print_table("Nodes", ("client_id", "sliver", "component", "login", "addresses"),
+                ((n["client_id"], n["sliver_id"], n["component_id"].rsplit("+", 1)[-1], logins(n), addresses(n))
+                 for n in summary["nodes"]))
+    if summary["links"]:
+        print_table("Links", ("client_id", "sliver", "vlan", "interfaces"),
+                    ((lk["client_id"], lk["sliver_id"], lk["vlantag"], ", ".join(lk["interfaces"]))
+                     for lk in summary["links"]))
+
+
+@click.command("manifest")
+@click.argument("slice_name", metavar="SLICE")
+@click.option("--xml", "as_xml", is_flag=True, help="Print the manifest RSpec.")
+@home_option
+@json_option
+@reports_errors
+def manifest(slice_name: str, as_xml: bool, home: Path, as_json: bool) -> None:
+    """What SLICE was given: slivers, components, logins and addresses."""
+    answer = _client(home).describe(slice_name)
+    if as_xml:
+        click.echo(answer["geni_rspec"])
+        return
+    summary = manifest_summary(answer["geni_rspec"])
+    if as_json:
+        print_json({"slice": answer.get("geni_urn"), "slivers": list(iter_slivers(answer)), **summary})
+        return
+    _manifest_tables(summary)
+
+
+@click.command("renew")
+@click.argument("slice_name", metavar="SLICE")
+@click.option("--days", type=_DAYS, help="New expiration: this many days from now.")
+@click.option("--until", metavar="TIME", help="New expiration, RFC 3339 (2030-01-31T12:00:00Z).")
+@home_option
+@json_option
+@reports_errors
+def renew(slice_name: str, days: float | None, until: str | None, home: Path, as_json: bool) -> None:
+    """Move the expiration of SLICE's slivers (never past the slice's: see `primo slice renew`)."""
+    when = _until(days, until)
+    client = _client(home)
+    answer = client.renew(slice_name, when)
+    _slivers_out(f"Renewed until {rfc3339(when)}", str(client.slice_urn(slice_name)), answer, as_json)
+
+
+@click.command("delete")
+@click.argument("slice_name", metavar="SLICE")
+@home_option
+@json_option
+@reports_errors
+def delete(slice_name: str, home: Path, as_json: bool) -> None:
+    """Release all of SLICE's slivers at the aggregate."""
+    client = _client(home)
+    answer = client.delete(slice_name)
+    _slivers_out("Deleted", str(client.slice_urn(slice_name)), answer, as_json)
+
+
+COMMANDS = (key, project, slice_, resources, allocate, provision, create, start, stop, status, manifest, renew,
+            delete)
