@@ -17,6 +17,7 @@ credential-checked calls/s as a ratio to the rate that check alone allows (1 / i
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -101,6 +102,12 @@ def run(calls: Callable[[], Callable[[], object]], clients: int, seconds: float)
     return len(flat) / elapsed, statistics.median(flat) * 1e3, p99 * 1e3, errors[0]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def xmlsec1_check(home: Path, cred_xml: str, repeats: int = 20) -> float | None:
     """Median seconds for one reference-style check: the xmlsec1 program verifying the credential."""
     exe = shutil.which("xmlsec1")
@@ -154,14 +161,18 @@ def main() -> None:
         ref = xmlsec1_check(home, cred)
         print(f"AM at {url}; {args.seconds:.0f} s per case; clients are threads in one process, one TLS "
               "keep-alive connection each")
-        print(f"{'method':14} {'clients':>7} {'calls/s':>9} {'median ms':>10} {'p99 ms':>8} {'errors':>6}  vs ref")
+        print(f"{'method':14} {'clients':>7} {'calls/s':>9} {'median ms':>10} {'p99 ms':>8} {'errors':>6} "
+              f"{'AM CPU ms/call':>14}  vs ref")
         for name, make in methods.items():
             for n in args.clients:
+                cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
                 rate, med, p99, errs = run(make, n, args.seconds)
+                calls = rate * (time.perf_counter() - t0)
+                cpu = (cpu_seconds(proc.pid) - cpu0) / max(calls, 1) * 1e3
                 versus = ""
                 if ref is not None and name != "GetVersion":
                     versus = f"{rate * ref:6.1f}x"
-                print(f"{name:14} {n:7d} {rate:9.0f} {med:10.2f} {p99:8.2f} {errs:6d}  {versus}")
+                print(f"{name:14} {n:7d} {rate:9.0f} {med:10.2f} {p99:8.2f} {errs:6d} {cpu:14.2f}  {versus}")
         if ref is not None:
             print(f"reference-style credential check (xmlsec1 subprocess, same credential): {ref * 1e3:.1f} ms "
                   f"median → at most {1 / ref:.0f} credential-checked calls/s; 'vs ref' is our rate over that")

@@ -232,3 +232,14 @@ def test_concurrent_requests_never_share_an_exclusive_node(am: AggregateManager)
     assert results.count(GeniCode.UNAVAILABLE) == 7
     with am.sessions() as s:
         assert s.scalar(select(func.count()).select_from(ClaimRow)) == 4
+
+
+def test_reconcile_marks_what_the_driver_lost(am: AggregateManager) -> None:
+    made = allocate(am, SLICE_A, "h1", "h2", link=False)
+    am.provision(SLICE_A, None, [(OWNER, [])], T0 + timedelta(days=1))
+    assert am.reconcile() == []
+    am.driver.release(made[0].urn)  # behind the AM's back: a node died, an agent was wiped
+    assert am.reconcile() == [made[0].urn]
+    by_urn = {s.urn: s for s in am.status(SLICE_A)}
+    assert by_urn[made[0].urn].operational == "geni_failed" and "no longer holds" in by_urn[made[0].urn].error
+    assert by_urn[made[1].urn].operational == "geni_notready"

@@ -415,12 +415,27 @@ class AggregateManager:
             views = [by_urn[u] for u in urns]
         if not views:
             raise GeniError(GeniCode.SEARCHFAILED, f"slice {slice_urn} has no slivers here")
-        # The database is the truth; the driver is asked only whether it still holds what we provisioned.
-        provisioned = [v.urn for v in views if v.allocation == PROVISIONED]
-        held = self.driver.held(provisioned) if provisioned else set()
-        return [v if v.allocation != PROVISIONED or v.urn in held else
-                Sliver(**{**v.__dict__, "operational": FAILED,
-                          "error": "the resource driver no longer holds this sliver"}) for v in views]
+        return views
+
+    def reconcile(self) -> list[str]:
+        """Mark provisioned slivers the driver no longer holds as failed (run by the reaper loop).
+
+        The database stays the one truth that Status reads; this pass brings news from the
+        driver into it, so no client call waits on a driver.
+        """
+        with self.readers() as session:
+            provisioned = set(session.scalars(select(SliverRow.urn).where(SliverRow.allocation == PROVISIONED,
+                                                                          SliverRow.phase == "",
+                                                                          SliverRow.operational != FAILED)))
+        lost = sorted(provisioned - self.driver.held(provisioned)) if provisioned else []
+        if lost:
+            with self.sessions.begin() as session:
+                for row in session.scalars(select(SliverRow).where(SliverRow.urn.in_(lost),
+                                                                   SliverRow.allocation == PROVISIONED)):
+                    row.operational = FAILED
+                    row.error = "the resource driver no longer holds this sliver"
+            log.warning("%d sliver(s) lost by the driver: %s", len(lost), ", ".join(lost))
+        return lost
 
     def slice_urn_of(self, sliver_urn: str) -> str | None:
         with self.readers() as session:

@@ -48,7 +48,7 @@ def _utcnow() -> datetime:
 class AmService:
     def __init__(self, data_dir: Path, *, db_url: str | None = None, host: str = "127.0.0.1", port: int = 0,
                  driver: Callable[[sessionmaker[Session]], ResourceDriver] | None = None,
-                 driver_delay: float = 0.0, reap_interval: float = 30.0, policy: Policy | None = None,
+                 driver_delay: float = 0.0, reap_interval: float = 10.0, policy: Policy | None = None,
                  clock: Callable[[], datetime] = _utcnow,
                  allocation_lifetime: timedelta = timedelta(minutes=10), threads: int = 16):
         self.data_dir = Path(data_dir)
@@ -89,6 +89,7 @@ class AmService:
                 freed = self.am.reap()
                 if freed:
                     log.info("reaper freed %d expired sliver(s)", freed)
+                self.am.reconcile()
             except Exception:  # the reaper must outlive a transient database error; it is logged
                 log.exception("reaper pass failed")
 

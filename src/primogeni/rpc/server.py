@@ -257,8 +257,11 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         if close:
             self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
+        # Headers and body leave in one write: one TLS record, and no small second segment for
+        # Nagle's algorithm to hold back against the client's delayed ACK.
+        self._headers_buffer.append(b"\r\n")
+        self.wfile.write(b"".join(self._headers_buffer) + data)
+        self._headers_buffer = []
 
 
 def _content_length(values: list[str] | None) -> int | None:
@@ -415,6 +418,7 @@ class RpcServer:
             if self._stopping:
                 return
             sock.settimeout(self.handshake_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             tls = self._context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             with self._lock:
                 self._live.discard(sock)
