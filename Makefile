@@ -33,10 +33,13 @@ test: debs $(STAMP) lint
 
 demo: debs $(STAMP)
 	$(VENV)/bin/primo sim examples/dumbbell.py --duration 10s --seed 7 --out results/demo
+	$(PY) examples/geni_demo.py
 
-bench: $(STAMP)
+bench: debs $(STAMP)
+	@dpkg -s xmlsec1 >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xmlsec1 >/dev/null)
 	$(PY) bench/sim_dumbbell.py 1 10 100
 	$(PY) bench/sim_ring.py 10 100
+	$(PY) bench/am_api.py
 
 # ns-3 (PyPI ns3) for side-by-side figures, in its own venv; see bench/README.md
 bench-venv:

@@ -165,3 +165,6 @@ def check(model: str, param: tuple[str, ...]) -> None:
 from primogeni.cli.geni import register as _register_geni  # noqa: E402  (after `main` exists)
 
 _register_geni(main)
+
+if __name__ == "__main__":  # python -m primogeni.cli.main
+    main()
