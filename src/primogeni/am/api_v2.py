@@ -11,6 +11,7 @@ from collections.abc import Callable
 from primogeni.am.api_v3 import CODE_VERSION, GetVersionResult, respond, users_of
 from primogeni.am.common import (
     Context,
+    call_method,
     check_rspec_version,
     compress,
     need,
@@ -23,7 +24,6 @@ from primogeni.am.common import (
 )
 from primogeni.am.core import FAILED, PENDING, READY, Sliver
 from primogeni.geni.cert import Gid
-from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
 from primogeni.geni.rspec import parse_request
 
@@ -50,15 +50,7 @@ class AmApiV2:
         }
 
     def __call__(self, method: str, params: tuple[object, ...], caller: Gid) -> object:
-        fn = self.methods.get(method)
-        if fn is None:
-            raise GeniError(GeniCode.UNSUPPORTED, f"AM API v2 has no method {method!r}")
-        try:
-            return respond(fn(caller, *params))
-        except TypeError as exc:
-            if "positional argument" in str(exc):
-                raise GeniError(GeniCode.BADARGS, f"{method}: wrong number of arguments ({len(params)})") from None
-            raise
+        return respond(call_method(self.methods, "AM API v2", method, params, caller))
 
     def get_version(self, caller: Gid, options: object = None) -> object:
         options_of(options)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from primogeni.am.common import (
     Context,
+    call_method,
     check_rspec_version,
     compress,
     need,
@@ -43,15 +44,7 @@ class AmApiV3:
         }
 
     def __call__(self, method: str, params: tuple[object, ...], caller: Gid) -> object:
-        fn = self.methods.get(method)
-        if fn is None:
-            raise GeniError(GeniCode.UNSUPPORTED, f"AM API v3 has no method {method!r}")
-        try:
-            return respond(fn(caller, *params))
-        except TypeError as exc:
-            if "positional argument" in str(exc):
-                raise GeniError(GeniCode.BADARGS, f"{method}: wrong number of arguments ({len(params)})") from None
-            raise
+        return respond(call_method(self.methods, "AM API v3", method, params, caller))
 
     # GetVersion's envelope carries geni_api at the top level too; the server adds it for a
     # result of this shape.

@@ -8,6 +8,7 @@ that every API checks credentials the same way and reports the same codes.
 from __future__ import annotations
 
 import base64
+import inspect
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -132,6 +133,23 @@ class Context:
               structured: bool = True) -> Credential:
         values = self.credential_values(creds, structured=structured)
         return self.verifier.verify_any(values, caller=caller, target=target, operation=operation)
+
+
+def call_method(methods: Mapping[str, Callable[..., object]], api: str, method: str, params: tuple[object, ...],
+                caller: Gid) -> object:
+    """Call ``methods[method](caller, *params)``; an unknown name or a wrong argument count is an envelope.
+
+    Arguments are bound before the call, so a TypeError raised inside a method stays a server
+    error instead of being mistaken for the client's.
+    """
+    fn = methods.get(method)
+    if fn is None:
+        raise GeniError(GeniCode.UNSUPPORTED, f"{api} has no method {method!r}")
+    try:
+        inspect.signature(fn).bind(caller, *params)
+    except TypeError:
+        raise GeniError(GeniCode.BADARGS, f"{method}: wrong number of arguments ({len(params)})") from None
+    return fn(caller, *params)
 
 
 def slice_expiry(cred: Credential) -> datetime:

@@ -130,6 +130,10 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
     server_version = "PrimoGENI"
     sys_version = ""
     disable_nagle_algorithm = True
+    # Buffered writes: the status line, headers and body of an answer leave together (one TLS
+    # record; no small segment for Nagle to hold back against the client's delayed ACK).
+    # BaseHTTPRequestHandler flushes after every request.
+    wbufsize = 64 * 1024
 
     def __init__(self, sock: ssl.SSLSocket, address: Any, listener: _Listener, conn: _Connection):
         self.conn = conn
@@ -257,11 +261,8 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         if close:
             self.send_header("Connection", "close")
-        # Headers and body leave in one write: one TLS record, and no small second segment for
-        # Nagle's algorithm to hold back against the client's delayed ACK.
-        self._headers_buffer.append(b"\r\n")
-        self.wfile.write(b"".join(self._headers_buffer) + data)
-        self._headers_buffer = []
+        self.end_headers()
+        self.wfile.write(data)
 
 
 def _content_length(values: list[str] | None) -> int | None:
@@ -418,7 +419,6 @@ class RpcServer:
             if self._stopping:
                 return
             sock.settimeout(self.handshake_timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             tls = self._context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             with self._lock:
                 self._live.discard(sock)
