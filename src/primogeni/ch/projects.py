@@ -16,10 +16,12 @@ import uuid as uuidlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.expression import ColumnElement
 
 from primogeni.ch.models import MemberRow, ProjectMemberRow, ProjectRow, SliceMemberRow, SliceRow
 from primogeni.db import transaction
@@ -191,11 +193,7 @@ class ProjectAuthority:
             self._require_project_role(s, row, who, MANAGERS, "update project")
             if expires is not None:
                 expires = self._project_expiry(now, expires)
-                live = s.scalars(
-                    select(SliceRow).where(
-                        SliceRow.project_id == row.id, SliceRow.removed.is_(False), SliceRow.expires > expires
-                    )
-                ).first()
+                live = live_slice(s, row.id, expires)
                 if live is not None:
                     raise GeniError(
                         GeniCode.OUTOFRANGE,
@@ -210,12 +208,7 @@ class ProjectAuthority:
         """Members of a project with their roles (LEAD first)."""
         with transaction(self._sessions) as s:
             row = self._project_row(s, urn)
-            q = (
-                select(MemberRow.urn, MemberRow.uuid, ProjectMemberRow.role)
-                .join(MemberRow, MemberRow.id == ProjectMemberRow.member_id)
-                .where(ProjectMemberRow.project_id == row.id)
-            )
-            return memberships(s.execute(q).all())
+            return member_list(s, ProjectMemberRow, ProjectMemberRow.project_id == row.id)
 
     def projects_for_member(self, member: Urn | str, *, expired: bool | None = None) -> list[tuple[Project, str]]:
         """The projects ``member`` belongs to, with the member's role in each."""
@@ -255,22 +248,16 @@ class ProjectAuthority:
             who = self._member_row(s, caller)
             caller_role = self._require_project_role(s, row, who, MANAGERS, "change the members of")
             for member, role in add:
-                m = self._member_row(s, member)
-                check_role(role, PROJECT_ROLES, "project")
+                m = self._member_in_role(s, member, role, PROJECT_ROLES, "project")
                 if role == "LEAD":
                     raise GeniError(
                         GeniCode.BADARGS, "add members as ADMIN, MEMBER or AUDITOR; change the LEAD instead"
                     )
-                if s.get(ProjectMemberRow, (row.id, m.id)) is not None:
-                    raise GeniError(GeniCode.ALREADYEXISTS, f"{m.urn} is already a member of {row.urn}")
-                s.add(ProjectMemberRow(project_id=row.id, member_id=m.id, role=role))
-                s.flush()
+                link = ProjectMemberRow(project_id=row.id, member_id=m.id, role=role)
+                add_membership(s, link, (row.id, m.id), row.urn, m)
             for member, role in change:
-                m = self._member_row(s, member)
-                check_role(role, PROJECT_ROLES, "project")
-                pm = s.get(ProjectMemberRow, (row.id, m.id))
-                if pm is None:
-                    raise GeniError(GeniCode.SEARCHFAILED, f"{m.urn} is not a member of {row.urn}")
+                m = self._member_in_role(s, member, role, PROJECT_ROLES, "project")
+                pm = membership_row(s, ProjectMemberRow, (row.id, m.id), row.urn, m)
                 if pm.role == "LEAD" and role != "LEAD":
                     raise GeniError(GeniCode.BADARGS, "the LEAD's role changes only by making another member LEAD")
                 if role == "LEAD" and pm.role != "LEAD":
@@ -283,19 +270,10 @@ class ProjectAuthority:
                 pm.role = role
             for member in remove:
                 m = self._member_row(s, member)
-                pm = s.get(ProjectMemberRow, (row.id, m.id))
-                if pm is None:
-                    raise GeniError(GeniCode.SEARCHFAILED, f"{m.urn} is not a member of {row.urn}")
+                pm = membership_row(s, ProjectMemberRow, (row.id, m.id), row.urn, m)
                 if pm.role == "LEAD":
                     raise GeniError(GeniCode.BADARGS, "the project LEAD cannot be removed")
-                owned = s.scalars(
-                    select(SliceRow).where(
-                        SliceRow.project_id == row.id,
-                        SliceRow.owner_id == m.id,
-                        SliceRow.removed.is_(False),
-                        SliceRow.expires > now,
-                    )
-                ).first()
+                owned = live_slice(s, row.id, now, SliceRow.owner_id == m.id)
                 if owned is not None:
                     raise GeniError(GeniCode.BADARGS, f"{m.urn} leads live slice {owned.urn}")
                 slice_ids = select(SliceRow.id).where(SliceRow.project_id == row.id)
@@ -338,6 +316,12 @@ class ProjectAuthority:
             raise GeniError(GeniCode.FORBIDDEN, f"{u} is not a member of this clearinghouse")
         return row
 
+    def _member_in_role(self, s: Session, member: Urn | str, role: str, roles: Sequence[str], what: str) -> MemberRow:
+        """The member to be given ``role`` in a project or slice; BADARGS unless it is one of ``roles``."""
+        m = self._member_row(s, member)
+        check_role(role, roles, what)
+        return m
+
     @staticmethod
     def _project_row(s: Session, urn: Urn | str, *, lock: bool = False) -> ProjectRow:
         u = canonical(urn, "project")
@@ -369,6 +353,44 @@ def check_role(role: str, roles: Sequence[str], what: str) -> None:
     """BADARGS unless ``role`` is one of ``roles``."""
     if role not in roles:
         raise GeniError(GeniCode.BADARGS, f"unknown {what} role {role!r} (one of {', '.join(roles)})")
+
+
+_Link = TypeVar("_Link", ProjectMemberRow, SliceMemberRow)
+
+
+def membership_row(s: Session, table: type[_Link], key: tuple[int, int], target_urn: str, m: MemberRow) -> _Link:
+    """``m``'s membership row of a project or slice (``key``: its id, the member's); SEARCHFAILED if none."""
+    link = s.get(table, key)
+    if link is None:
+        raise GeniError(GeniCode.SEARCHFAILED, f"{m.urn} is not a member of {target_urn}")
+    return link
+
+
+def add_membership(
+    s: Session, link: ProjectMemberRow | SliceMemberRow, key: tuple[int, int], target_urn: str, m: MemberRow
+) -> None:
+    """Add membership ``link`` (``key``: the project or slice id, the member's); ALREADYEXISTS if there is one."""
+    if s.get(type(link), key) is not None:
+        raise GeniError(GeniCode.ALREADYEXISTS, f"{m.urn} is already a member of {target_urn}")
+    s.add(link)
+    s.flush()
+
+
+def live_slice(s: Session, project_id: int, after: datetime, *where: ColumnElement[bool]) -> SliceRow | None:
+    """A slice of the project, not removed, that expires after ``after`` and matches ``where``."""
+    return s.scalars(
+        select(SliceRow).where(
+            SliceRow.project_id == project_id, *where, SliceRow.removed.is_(False), SliceRow.expires > after
+        )
+    ).first()
+
+
+def member_list(
+    s: Session, table: type[ProjectMemberRow] | type[SliceMemberRow], where: ColumnElement[bool]
+) -> list[Membership]:
+    """The members of ``table``'s rows that match ``where`` (one project or slice), by role."""
+    q = select(MemberRow.urn, MemberRow.uuid, table.role).join(MemberRow, MemberRow.id == table.member_id).where(where)
+    return memberships(s.execute(q).all())
 
 
 def _project(row: ProjectRow, lead_urn: str) -> Project:

@@ -33,11 +33,13 @@ from primogeni.ch.projects import (
     Membership,
     Project,
     ProjectAuthority,
+    add_membership,
     canonical,
     check_description,
-    check_role,
     format_time,
-    memberships,
+    live_slice,
+    member_list,
+    membership_row,
     seconds,
 )
 from primogeni.db import transaction
@@ -127,14 +129,7 @@ class SliceAuthority(ProjectAuthority):
         if expires is None:
             expires = min(now + self.default_slice_lifetime, prow.expires)
         expires = self._slice_expiry(now, expires, prow)
-        live = s.scalars(
-            select(SliceRow).where(
-                SliceRow.project_id == prow.id,
-                SliceRow.name == urn.name,
-                SliceRow.removed.is_(False),
-                SliceRow.expires > now,
-            )
-        ).first()
+        live = live_slice(s, prow.id, now, SliceRow.name == urn.name)
         if live is not None:
             raise GeniError(GeniCode.ALREADYEXISTS, f"slice {urn} already exists (expires {format_time(live.expires)})")
         return prow, who, expires
@@ -235,12 +230,7 @@ class SliceAuthority(ProjectAuthority):
         """Members of the most recent slice with this URN and their roles."""
         with transaction(self._sessions) as s:
             row = self._slice_row(s, urn)
-            q = (
-                select(MemberRow.urn, MemberRow.uuid, SliceMemberRow.role)
-                .join(MemberRow, MemberRow.id == SliceMemberRow.member_id)
-                .where(SliceMemberRow.slice_id == row.id)
-            )
-            return memberships(s.execute(q).all())
+            return member_list(s, SliceMemberRow, SliceMemberRow.slice_id == row.id)
 
     def slices_for_member(self, member: Urn | str) -> list[tuple[Slice, str]]:
         """The slices ``member`` belongs to (not removed), with the member's role in each."""
@@ -280,32 +270,24 @@ class SliceAuthority(ProjectAuthority):
             if row.removed or row.expires <= now:
                 raise GeniError(GeniCode.EXPIRED, f"slice {row.urn} has expired")
             for member, role in add:
-                m = self._member_row(s, member)
-                check_role(role, SLICE_ROLES, "slice")
+                m = self._member_in_role(s, member, role, SLICE_ROLES, "slice")
                 if role == "LEAD":
                     raise GeniError(
                         GeniCode.BADARGS, "a slice has one LEAD, its creator; add ADMIN, MEMBER, OPERATOR or AUDITOR"
                     )
                 if s.get(ProjectMemberRow, (prow.id, m.id)) is None:
                     raise GeniError(GeniCode.BADARGS, f"{m.urn} is not a member of project {prow.urn}")
-                if s.get(SliceMemberRow, (row.id, m.id)) is not None:
-                    raise GeniError(GeniCode.ALREADYEXISTS, f"{m.urn} is already a member of {row.urn}")
-                s.add(SliceMemberRow(slice_id=row.id, member_id=m.id, role=role))
-                s.flush()
+                link = SliceMemberRow(slice_id=row.id, member_id=m.id, role=role)
+                add_membership(s, link, (row.id, m.id), row.urn, m)
             for member, role in change:
-                m = self._member_row(s, member)
-                check_role(role, SLICE_ROLES, "slice")
-                sm = s.get(SliceMemberRow, (row.id, m.id))
-                if sm is None:
-                    raise GeniError(GeniCode.SEARCHFAILED, f"{m.urn} is not a member of {row.urn}")
+                m = self._member_in_role(s, member, role, SLICE_ROLES, "slice")
+                sm = membership_row(s, SliceMemberRow, (row.id, m.id), row.urn, m)
                 if (sm.role == "LEAD") != (role == "LEAD"):
                     raise GeniError(GeniCode.BADARGS, "the slice LEAD is its creator and cannot change")
                 sm.role = role
             for member in remove:
                 m = self._member_row(s, member)
-                sm = s.get(SliceMemberRow, (row.id, m.id))
-                if sm is None:
-                    raise GeniError(GeniCode.SEARCHFAILED, f"{m.urn} is not a member of {row.urn}")
+                sm = membership_row(s, SliceMemberRow, (row.id, m.id), row.urn, m)
                 if sm.role == "LEAD":
                     raise GeniError(GeniCode.BADARGS, "the slice LEAD cannot be removed")
                 s.delete(sm)

@@ -101,6 +101,22 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+def print_record(data: Any, as_json: bool, text: str) -> None:
+    """``data`` as JSON with ``--json``, else ``text`` with ``{key}`` filled in from ``data``."""
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(text.format_map(data))
+
+
+def print_records(data: Any, as_json: bool, title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """``data`` as JSON with ``--json``, else a table of ``rows`` (not read with ``--json``)."""
+    if as_json:
+        print_json(data)
+    else:
+        print_table(title, columns, rows)
+
+
 def console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 160, highlight=False)
 
@@ -311,10 +327,7 @@ def member_add(name: str, email: str | None, home: Path, db_url: str | None, as_
     cert, key = Authority.load(home).user_files(name)
     record = {"urn": str(made.urn), "username": made.username, "email": made.email, "cert": str(cert),
               "key": str(key)}
-    if as_json:
-        print_json(record)
-        return
-    click.echo(f"member {made.urn}\n  certificate {cert}\n  key         {key}")
+    print_record(record, as_json, "member {urn}\n  certificate {cert}\n  key         {key}")
 
 
 @member.command("list")
@@ -328,11 +341,8 @@ def member_list(home: Path, db_url: str | None, as_json: bool) -> None:
 
     records = [{"urn": str(m.urn), "username": m.username, "email": m.email, "created": rfc3339(m.created)}
                for m in list_members(home, db_url=db_url)]
-    if as_json:
-        print_json(records)
-        return
-    print_table("Members", ("user", "URN", "email", "created"),
-                ((r["username"], r["urn"], r["email"], r["created"]) for r in records))
+    print_records(records, as_json, "Members", ("user", "URN", "email", "created"),
+                  ((r["username"], r["urn"], r["email"], r["created"]) for r in records))
 
 
 def register(group: click.Group) -> None:

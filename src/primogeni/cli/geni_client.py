@@ -14,7 +14,17 @@ from typing import Any
 
 import click
 
-from primogeni.cli.geni import fail, home_option, json_option, print_json, print_table, reports_errors
+from primogeni.cli.geni import (
+    F,
+    fail,
+    home_option,
+    json_option,
+    print_json,
+    print_record,
+    print_records,
+    print_table,
+    reports_errors,
+)
 from primogeni.client import (
     ClientConfig,
     PrimoClient,
@@ -27,6 +37,12 @@ from primogeni.client import (
 
 _RSPEC_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 _DAYS = click.FloatRange(min=0, min_open=True)
+_SLICE_EXPIRES = "slice {SLICE_URN} expires {SLICE_EXPIRATION}"
+
+
+def client_options(fn: F) -> F:
+    """``--home`` and ``--json``, with errors reported as :mod:`primogeni.cli.geni` says: every command here."""
+    return home_option(json_option(reports_errors(fn)))
 
 
 def _client(home: Path) -> PrimoClient:
@@ -66,13 +82,11 @@ def _short(status: object) -> str:
 
 def _slivers_out(title: str, slice_urn: str, answer: Any, as_json: bool, **extra: Any) -> None:
     slivers = list(iter_slivers(answer))
-    if as_json:
-        print_json({"slice": slice_urn, "slivers": slivers, **extra})
-        return
-    print_table(title, ("sliver", "allocation", "operational", "expires", "error"),
-                ((s.get("geni_sliver_urn"), _short(s.get("geni_allocation_status")),
-                  _short(s.get("geni_operational_status")), s.get("geni_expires"), s.get("geni_error"))
-                 for s in slivers))
+    print_records({"slice": slice_urn, "slivers": slivers, **extra}, as_json,
+                  title, ("sliver", "allocation", "operational", "expires", "error"),
+                  ((s.get("geni_sliver_urn"), _short(s.get("geni_allocation_status")),
+                    _short(s.get("geni_operational_status")), s.get("geni_expires"), s.get("geni_error"))
+                   for s in slivers))
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -86,9 +100,7 @@ def key() -> None:
 @key.command("add")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--description", help="What the key is [default: its comment, or the file name].")
-@home_option
-@json_option
-@reports_errors
+@client_options
 def key_add(file: Path, description: str | None, home: Path, as_json: bool) -> None:
     """Add the SSH public key in FILE (one OpenSSH line, e.g. ~/.ssh/id_ed25519.pub)."""
     from primogeni.ch.members import parse_ssh_public_key
@@ -100,25 +112,17 @@ def key_add(file: Path, description: str | None, home: Path, as_json: bool) -> N
         fail(f"{file}: {e.reason}", 2)
     parts = line.split(None, 2)
     record = _client(home).add_key(line, description or (parts[2] if len(parts) > 2 else file.name))
-    if as_json:
-        print_json(record)
-        return
-    click.echo(f"key {record['KEY_ID']} ({record['KEY_TYPE']}) added for {record['KEY_MEMBER']}")
+    print_record(record, as_json, "key {KEY_ID} ({KEY_TYPE}) added for {KEY_MEMBER}")
 
 
 @key.command("list")
-@home_option
-@json_option
-@reports_errors
+@client_options
 def key_list(home: Path, as_json: bool) -> None:
     """Your SSH public keys."""
     keys = _client(home).keys()
-    if as_json:
-        print_json(keys)
-        return
-    print_table("SSH keys", ("id", "type", "description", "key"),
-                ((k["KEY_ID"], k["KEY_TYPE"], k["KEY_DESCRIPTION"], k["KEY_PUBLIC"].split()[1][:24] + "…")
-                 for k in keys))
+    print_records(keys, as_json, "SSH keys", ("id", "type", "description", "key"),
+                  ((k["KEY_ID"], k["KEY_TYPE"], k["KEY_DESCRIPTION"], k["KEY_PUBLIC"].split()[1][:24] + "…")
+                   for k in keys))
 
 
 # -- projects and slices -----------------------------------------------------------------------
@@ -133,34 +137,24 @@ def project() -> None:
 @click.argument("name")
 @click.option("--days", type=_DAYS, default=90.0, show_default=True, help="Lifetime.")
 @click.option("--description", default="", help="What the project is for.")
-@home_option
-@json_option
-@reports_errors
+@client_options
 def project_create(name: str, days: float, description: str, home: Path, as_json: bool) -> None:
     """Create project NAME, led by you."""
     from primogeni.geni.urn import check_project_name
 
     check_project_name(name)
     record = _client(home).create_project(name, _now() + timedelta(days=days), description)
-    if as_json:
-        print_json(record)
-        return
-    click.echo(f"project {record['PROJECT_URN']} expires {record['PROJECT_EXPIRATION']}")
+    print_record(record, as_json, "project {PROJECT_URN} expires {PROJECT_EXPIRATION}")
 
 
 @project.command("list")
-@home_option
-@json_option
-@reports_errors
+@client_options
 def project_list(home: Path, as_json: bool) -> None:
     """The projects you belong to."""
     records = _client(home).projects()
-    if as_json:
-        print_json(records)
-        return
-    print_table("Projects", ("name", "role", "expires", "expired", "description"),
-                ((p["PROJECT_NAME"], p["PROJECT_ROLE"], p["PROJECT_EXPIRATION"], p["PROJECT_EXPIRED"],
-                  p["PROJECT_DESCRIPTION"]) for p in records))
+    print_records(records, as_json, "Projects", ("name", "role", "expires", "expired", "description"),
+                  ((p["PROJECT_NAME"], p["PROJECT_ROLE"], p["PROJECT_EXPIRATION"], p["PROJECT_EXPIRED"],
+                    p["PROJECT_DESCRIPTION"]) for p in records))
 
 
 @click.group("slice")
@@ -173,50 +167,35 @@ def slice_() -> None:
 @click.option("--project", help="Project of the slice [default: client.toml's].")
 @click.option("--days", type=_DAYS, default=7.0, show_default=True, help="Lifetime.")
 @click.option("--description", default="", help="What the experiment is.")
-@home_option
-@json_option
-@reports_errors
+@client_options
 def slice_create(name: str, project: str | None, days: float, description: str, home: Path, as_json: bool) -> None:
     """Create slice NAME (project/name, or name in --project or the default project)."""
     record = _client(home).create_slice(name, project=project, expires=_now() + timedelta(days=days),
                                         description=description)
-    if as_json:
-        print_json(record)
-        return
-    click.echo(f"slice {record['SLICE_URN']} expires {record['SLICE_EXPIRATION']}")
+    print_record(record, as_json, _SLICE_EXPIRES)
 
 
 @slice_.command("renew")
 @click.argument("name")
 @click.option("--days", type=_DAYS, help="New expiration: this many days from now.")
 @click.option("--until", metavar="TIME", help="New expiration, RFC 3339 (2030-01-31T12:00:00Z).")
-@home_option
-@json_option
-@reports_errors
+@client_options
 def slice_renew(name: str, days: float | None, until: str | None, home: Path, as_json: bool) -> None:
     """Move slice NAME's expiration (at the slice authority; `primo renew` renews slivers)."""
     record = _client(home).renew_slice(name, _until(days, until))
-    if as_json:
-        print_json(record)
-        return
-    click.echo(f"slice {record['SLICE_URN']} expires {record['SLICE_EXPIRATION']}")
+    print_record(record, as_json, _SLICE_EXPIRES)
 
 
 @slice_.command("list")
 @click.option("--project", help="Only slices of this project.")
 @click.option("--all", "include_expired", is_flag=True, help="Include expired slices.")
-@home_option
-@json_option
-@reports_errors
+@client_options
 def slice_list(project: str | None, include_expired: bool, home: Path, as_json: bool) -> None:
     """The slices you can see."""
     records = _client(home).slices(project, include_expired=include_expired)
-    if as_json:
-        print_json(records)
-        return
-    print_table("Slices", ("slice", "project", "expires", "expired", "description"),
-                ((s["SLICE_NAME"], s["SLICE_PROJECT_URN"].rsplit("+", 1)[-1], s["SLICE_EXPIRATION"],
-                  s["SLICE_EXPIRED"], s["SLICE_DESCRIPTION"]) for s in records))
+    print_records(records, as_json, "Slices", ("slice", "project", "expires", "expired", "description"),
+                  ((s["SLICE_NAME"], s["SLICE_PROJECT_URN"].rsplit("+", 1)[-1], s["SLICE_EXPIRATION"],
+                    s["SLICE_EXPIRED"], s["SLICE_DESCRIPTION"]) for s in records))
 
 
 # -- the aggregate -----------------------------------------------------------------------------
@@ -225,9 +204,7 @@ def slice_list(project: str | None, include_expired: bool, home: Path, as_json: 
 @click.command("resources")
 @click.option("--available", is_flag=True, help="Only nodes with free slots.")
 @click.option("--xml", "as_xml", is_flag=True, help="Print the advertisement RSpec.")
-@home_option
-@json_option
-@reports_errors
+@client_options
 def resources(available: bool, as_xml: bool, home: Path, as_json: bool) -> None:
     """What the aggregate offers: its nodes, their kind, free slots and sliver types."""
     rspec = _client(home).list_resources(available=available)
@@ -235,20 +212,16 @@ def resources(available: bool, as_xml: bool, home: Path, as_json: bool) -> None:
         click.echo(rspec)
         return
     nodes = advertised_nodes(rspec)
-    if as_json:
-        print_json({"nodes": nodes})
-        return
-    print_table("Resources", ("node", "kind", "free/capacity", "exclusive", "sliver types"),
-                ((n["name"], n["kind"], f"{n['available']}/{n['capacity']}", "yes" if n["exclusive"] else "no",
-                  ", ".join(n["sliver_types"])) for n in nodes))
+    print_records({"nodes": nodes}, as_json,
+                  "Resources", ("node", "kind", "free/capacity", "exclusive", "sliver types"),
+                  ((n["name"], n["kind"], f"{n['available']}/{n['capacity']}", "yes" if n["exclusive"] else "no",
+                    ", ".join(n["sliver_types"])) for n in nodes))
 
 
 @click.command("allocate")
 @click.argument("slice_name", metavar="SLICE")
 @click.argument("rspec_file", metavar="RSPECFILE", type=_RSPEC_FILE)
-@home_option
-@json_option
-@reports_errors
+@client_options
 def allocate(slice_name: str, rspec_file: Path, home: Path, as_json: bool) -> None:
     """Reserve the resources the request RSpec in RSPECFILE asks for (provision them soon)."""
     client = _client(home)
@@ -258,9 +231,7 @@ def allocate(slice_name: str, rspec_file: Path, home: Path, as_json: bool) -> No
 
 @click.command("provision")
 @click.argument("slice_name", metavar="SLICE")
-@home_option
-@json_option
-@reports_errors
+@client_options
 def provision(slice_name: str, home: Path, as_json: bool) -> None:
     """Provision SLICE's allocated slivers, with logins for your SSH keys."""
     client = _client(home)
@@ -272,9 +243,7 @@ def provision(slice_name: str, home: Path, as_json: bool) -> None:
 @click.command("create")
 @click.argument("slice_name", metavar="SLICE")
 @click.argument("rspec_file", metavar="RSPECFILE", type=_RSPEC_FILE)
-@home_option
-@json_option
-@reports_errors
+@client_options
 def create(slice_name: str, rspec_file: Path, home: Path, as_json: bool) -> None:
     """Allocate, provision and start what RSPECFILE asks for, in one go."""
     client = _client(home)
@@ -288,9 +257,7 @@ def create(slice_name: str, rspec_file: Path, home: Path, as_json: bool) -> None
 def _action(name: str, action: str, verb: str, help_text: str) -> click.Command:
     @click.command(name, help=help_text)
     @click.argument("slice_name", metavar="SLICE")
-    @home_option
-    @json_option
-    @reports_errors
+    @client_options
     def command(slice_name: str, home: Path, as_json: bool) -> None:
         client = _client(home)
         answer = client.perform_operational_action(slice_name, action)
@@ -315,9 +282,7 @@ def overall(slivers: list[dict[str, Any]]) -> str:
 
 @click.command("status")
 @click.argument("slice_name", metavar="SLICE")
-@home_option
-@json_option
-@reports_errors
+@client_options
 def status(slice_name: str, home: Path, as_json: bool) -> None:
     """The state of SLICE's slivers at the aggregate."""
     answer = _client(home).status(slice_name)
@@ -345,9 +310,7 @@ def _manifest_tables(summary: dict[str, list[dict[str, Any]]]) -> None:
 @click.command("manifest")
 @click.argument("slice_name", metavar="SLICE")
 @click.option("--xml", "as_xml", is_flag=True, help="Print the manifest RSpec.")
-@home_option
-@json_option
-@reports_errors
+@client_options
 def manifest(slice_name: str, as_xml: bool, home: Path, as_json: bool) -> None:
     """What SLICE was given: slivers, components, logins and addresses."""
     answer = _client(home).describe(slice_name)
@@ -365,9 +328,7 @@ def manifest(slice_name: str, as_xml: bool, home: Path, as_json: bool) -> None:
 @click.argument("slice_name", metavar="SLICE")
 @click.option("--days", type=_DAYS, help="New expiration: this many days from now.")
 @click.option("--until", metavar="TIME", help="New expiration, RFC 3339 (2030-01-31T12:00:00Z).")
-@home_option
-@json_option
-@reports_errors
+@client_options
 def renew(slice_name: str, days: float | None, until: str | None, home: Path, as_json: bool) -> None:
     """Move the expiration of SLICE's slivers (never past the slice's: see `primo slice renew`)."""
     when = _until(days, until)
@@ -378,9 +339,7 @@ def renew(slice_name: str, days: float | None, until: str | None, home: Path, as
 
 @click.command("delete")
 @click.argument("slice_name", metavar="SLICE")
-@home_option
-@json_option
-@reports_errors
+@client_options
 def delete(slice_name: str, home: Path, as_json: bool) -> None:
     """Release all of SLICE's slivers at the aggregate."""
     client = _client(home)

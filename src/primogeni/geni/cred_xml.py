@@ -3,7 +3,7 @@
 :mod:`primogeni.geni.cred` owns the meaning of a credential; this module owns its bytes:
 
 * :func:`parse_document` — the only way credential XML enters the process: size-limited, no
-  DOCTYPE, no entities, no network, no huge trees;
+  DOCTYPE, no entities, no network, no huge trees (:mod:`primogeni.geni.xmlsafe`);
 * :func:`credential_element` / :func:`new_document` — the ``geni_sfa`` v3 layout (what
   geni-tools and ProtoGENI write), with an optional ``<parent>`` and ``<ticket>``;
 * :func:`sign` — an enveloped XML-DSig ``<Signature xml:id="Sig_<ref>">`` over one
@@ -14,9 +14,8 @@
 from __future__ import annotations
 
 import base64
-import re
+import functools
 import secrets
-import threading
 from collections.abc import Iterable, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 from xmlsec import constants as xc
 
+from primogeni.geni import xmlsafe
 from primogeni.geni.cert import Gid, Identity
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import CertificateError, CredentialError, UrnError
@@ -40,29 +40,10 @@ XML_ID = f"{{{XML_NS}}}id"
 SCHEMA_LOCATION = "http://www.geni.net/resources/credential/2/credential.xsd"
 MAX_BYTES = 1024 * 1024
 
-_DOCTYPE_RE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
-_local = threading.local()
-
 
 def invalid(message: str) -> CredentialError:
     """A CREDENTIAL_INVALID error (malformed, altered, or not a kind we accept)."""
     return CredentialError(GeniCode.CREDENTIAL_INVALID, message)
-
-
-def _parser() -> etree.XMLParser:
-    # lxml parsers must not be used by two threads at once: one per thread.
-    parser: etree.XMLParser | None = getattr(_local, "parser", None)
-    if parser is None:
-        parser = etree.XMLParser(
-            resolve_entities=False,
-            no_network=True,
-            dtd_validation=False,
-            load_dtd=False,
-            huge_tree=False,
-            remove_blank_text=False,
-        )
-        _local.parser = parser
-    return parser
 
 
 def as_bytes(data: str | bytes) -> bytes:
@@ -74,20 +55,29 @@ def as_bytes(data: str | bytes) -> bytes:
     raise invalid(f"a credential must be XML text, not {type(data).__name__}")
 
 
+def _refused(what: str, reason: xmlsafe.Refusal, detail: str) -> CredentialError:
+    if reason is xmlsafe.Refusal.TOO_LARGE:
+        return invalid(f"{what} is {detail} bytes; the limit is {MAX_BYTES} (1 MiB)")
+    if reason is xmlsafe.Refusal.DTD_SEEN:
+        return invalid(f"{what} contains a DOCTYPE or ENTITY declaration, which is not allowed")
+    if reason is xmlsafe.Refusal.MALFORMED:
+        return invalid(f"{what} is not well-formed XML: {detail}")
+    return invalid(f"{what} contains a DOCTYPE, which is not allowed")
+
+
 def parse_document(raw: bytes, what: str = "credential") -> etree._Element:
-    """Parse untrusted XML safely; refuse DOCTYPEs, entity declarations and oversized input."""
-    if len(raw) > MAX_BYTES:
-        raise invalid(f"{what} is {len(raw)} bytes; the limit is {MAX_BYTES} (1 MiB)")
-    if _DOCTYPE_RE.search(raw):
-        raise invalid(f"{what} contains a DOCTYPE or ENTITY declaration, which is not allowed")
-    try:
-        root = etree.fromstring(raw, _parser())
-    except etree.XMLSyntaxError as err:
-        raise invalid(f"{what} is not well-formed XML: {err}") from None
-    docinfo = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None:
-        raise invalid(f"{what} contains a DOCTYPE, which is not allowed")
-    return root
+    """Parse untrusted XML safely; refuse DOCTYPEs, entity declarations and oversized input.
+
+    Comments and PIs are kept, so that :func:`leaf_text` can refuse text a comment splits.
+    """
+    return xmlsafe.parse(
+        raw,
+        raw,
+        max_bytes=MAX_BYTES,
+        remove_comments=False,
+        declares_dtd=xmlsafe.dtd_anywhere,
+        refuse=functools.partial(_refused, what),
+    )
 
 
 def format_time(when: datetime) -> str:

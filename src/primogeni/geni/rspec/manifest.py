@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from primogeni.geni.rspec.model import ManInterface, ManLink, ManNode, VirtualModel, bad
-from primogeni.geni.rspec.xmlio import add_ip, add_link_properties, add_model, rspec_element, rspec_tag, sub, to_string
+from primogeni.geni.rspec.xmlio import add_ip, add_link_details, add_model, rspec_element, rspec_tag, sub, to_string
 
 LOGIN_AUTHENTICATION = "ssh-keys"
 
@@ -92,18 +92,7 @@ def manifest(
                 sliver_id=str(end.sliver_id),
                 component_id=None if end.component_id is None else str(end.component_id),
             )
-        if link.link_type is not None:
-            sub(element, rspec_tag("link_type"), name=link.link_type)
-        add_link_properties(
-            element,
-            link.client_id,
-            link.interface_refs,
-            is_lan=link.is_lan,
-            properties=link.properties,
-            capacity_kbps=link.capacity_kbps,
-            latency_ms=link.latency_ms,
-            packet_loss=link.packet_loss,
-        )
+        add_link_details(element, link)
     if model is not None:
         add_model(root, model)
     return to_string(root)

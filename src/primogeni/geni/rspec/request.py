@@ -38,7 +38,7 @@ from primogeni.geni.rspec.model import (
 from primogeni.geni.rspec.validate import validate_element
 from primogeni.geni.rspec.xmlio import (
     add_ip,
-    add_link_properties,
+    add_link_details,
     add_model,
     check_root,
     local_name,
@@ -358,18 +358,7 @@ def request_rspec(request: Request) -> str:
         element = sub(root, rspec_tag("link"), client_id=link.client_id)
         for ref in link.interface_refs:
             sub(element, rspec_tag("interface_ref"), client_id=ref)
-        if link.link_type is not None:
-            sub(element, rspec_tag("link_type"), name=link.link_type)
-        add_link_properties(
-            element,
-            link.client_id,
-            link.interface_refs,
-            is_lan=link.is_lan,
-            properties=link.properties,
-            capacity_kbps=link.capacity_kbps,
-            latency_ms=link.latency_ms,
-            packet_loss=link.packet_loss,
-        )
+        add_link_details(element, link)
     if request.model is not None:
         add_model(root, request.model)
     return to_string(root)

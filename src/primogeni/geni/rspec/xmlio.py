@@ -2,7 +2,8 @@
 
 Reading: :func:`parse_xml` is the only way untrusted bytes become a tree. It refuses documents
 over :data:`MAX_RSPEC_BYTES` and any document with a DTD, and parses with entity resolution,
-DTD loading and network access off, so XXE and entity-expansion bombs never get a chance.
+DTD loading and network access off (:mod:`primogeni.geni.xmlsafe`), so XXE and
+entity-expansion bombs never get a chance.
 
 Writing: :func:`rspec_element` makes the ``<rspec>`` root with our namespaces and schema
 locations; element helpers write the parts that requests and manifests share (``<ip>``, link
@@ -18,12 +19,16 @@ from datetime import UTC, datetime
 
 from lxml import etree
 
+from primogeni.geni import xmlsafe
+from primogeni.geni.errors import RSpecError
 from primogeni.geni.rspec.model import (
     NS_PRIMO,
     NS_RSPEC,
     NS_XSI,
     LinkProperty,
+    ManLink,
     ReqIp,
+    ReqLink,
     VirtualModel,
     bad,
 )
@@ -38,16 +43,17 @@ SCHEMA_FILES = {"advertisement": "ad.xsd", "request": "request.xsd", "manifest":
 GENERATED_BY = "PrimoGENI"
 
 _XML_DECLARATION = re.compile(r"^\ufeff?\s*<\?xml\b[^>]*\?>")
-_PROLOG_ITEM = re.compile(rb"\s*(?:<\?.*?\?>|<!--.*?-->)", re.DOTALL)
 _DTD_REFUSED = "the RSpec has a DOCTYPE: DTDs (and so entities) are refused"
 
 
-def _has_doctype(raw: bytes) -> bool:
-    """Whether an ASCII-compatible document declares a DOCTYPE in its prolog."""
-    pos = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
-    while (match := _PROLOG_ITEM.match(raw, pos)) is not None:
-        pos = match.end()
-    return raw[pos:].lstrip().startswith(b"<!DOCTYPE")
+def _refused(reason: xmlsafe.Refusal, detail: str) -> RSpecError:
+    if reason is xmlsafe.Refusal.TOO_LARGE:
+        return bad(f"the RSpec is {detail} bytes, over the {MAX_RSPEC_BYTES} byte (4 MiB) limit")
+    if reason is xmlsafe.Refusal.EMPTY:
+        return bad("the RSpec is empty")
+    if reason is xmlsafe.Refusal.MALFORMED:
+        return bad(f"the RSpec is not well-formed XML: {detail}")
+    return bad(_DTD_REFUSED)
 
 
 def parse_xml(data: str | bytes) -> etree._Element:
@@ -60,30 +66,17 @@ def parse_xml(data: str | bytes) -> etree._Element:
         raw = payload = bytes(data)
     else:
         raise bad(f"an RSpec must be a string, not {type(data).__name__}")
-    if len(raw) > MAX_RSPEC_BYTES:
-        raise bad(f"the RSpec is {len(raw)} bytes, over the {MAX_RSPEC_BYTES} byte (4 MiB) limit")
-    if not raw.strip():
-        raise bad("the RSpec is empty")
-    # Refuse before parsing, for a clear message; the check after parsing covers other encodings.
-    if _has_doctype(raw):
-        raise bad(_DTD_REFUSED)
-    parser = etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
+    # The DOCTYPE scan (of the prolog) is for a clear message; the check after parsing covers
+    # other encodings. Comments and PIs are dropped: nothing we read is in them.
+    return xmlsafe.parse(
+        payload,
+        raw,
+        max_bytes=MAX_RSPEC_BYTES,
         remove_comments=True,
-        remove_pis=True,
+        declares_dtd=xmlsafe.doctype_in_prolog,
+        refuse=_refused,
+        refuse_empty=True,
     )
-    try:
-        root = etree.fromstring(payload, parser)
-    except etree.XMLSyntaxError as e:
-        raise bad(f"the RSpec is not well-formed XML: {e}") from None
-    docinfo = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
-        raise bad(_DTD_REFUSED)
-    return root
 
 
 def local_name(element: etree._Element) -> tuple[str | None, str]:
@@ -194,6 +187,22 @@ def add_link_properties(
         )
 
 
+def add_link_details(element: etree._Element, link: ReqLink | ManLink) -> None:
+    """Write what follows a ``<link>``'s interface refs: ``<link_type>``, then its properties."""
+    if link.link_type is not None:
+        sub(element, rspec_tag("link_type"), name=link.link_type)
+    add_link_properties(
+        element,
+        link.client_id,
+        link.interface_refs,
+        is_lan=link.is_lan,
+        properties=link.properties,
+        capacity_kbps=link.capacity_kbps,
+        latency_ms=link.latency_ms,
+        packet_loss=link.packet_loss,
+    )
+
+
 def add_model(parent: etree._Element, model: VirtualModel) -> etree._Element:
     """Write the ``<primo:model>`` extension element: text (or url) first, then the maps."""
     element = sub(parent, primo_tag("model"), format=model.format, url=model.url)
@@ -219,6 +228,7 @@ __all__ = [
     "MAX_RSPEC_BYTES",
     "SCHEMA_FILES",
     "add_ip",
+    "add_link_details",
     "add_link_properties",
     "add_model",
     "check_root",
