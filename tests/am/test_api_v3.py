@@ -185,3 +185,21 @@ def test_oversized_request_is_refused(federation, am_service) -> None:
                          REQUEST + padding, {})
     assert code(answer) == GeniCode.TOOBIG
     assert state(am_service) == before
+
+
+def test_advertisement_follows_allocations_at_once(federation, am_service) -> None:
+    am = proxy(federation, am_service.urls["3"])
+    ucred = [v3(federation.user_cred("alice"))]
+
+    def free() -> int:
+        ad = etree.fromstring(am.ListResources(ucred, {"geni_rspec_version": GENI3})["value"].encode())
+        ns = "{http://www.primogeni.net/resources/rspec/ext/primogeni/1}"
+        return sum(int(c.get("available")) for c in ad.iter(f"{ns}capacity"))
+
+    before = free()
+    answer = am.Allocate("urn:publicid:IDN+primo:proj+slice+adv", [v3(federation.slice_cred("alice", "adv"))],
+                         REQUEST, {})
+    assert code(answer) == 0
+    assert free() == before - 2  # the cached advertisement is not served after our own change
+    am.Delete(["urn:publicid:IDN+primo:proj+slice+adv"], [v3(federation.slice_cred("alice", "adv"))], {})
+    assert free() == before

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from primogeni.am.driver import PlannedInterface, PlannedLogin, ResourceDriver, SliverPlan
@@ -110,6 +110,9 @@ class AggregateManager:
         self.sessions = sessions
         bind = sessions.kw["bind"]
         self.readers = reader_factory(bind)  # read-only calls (status, usage, descriptions)
+        # Bumped by every write transaction this process commits (descriptions cache on it).
+        self.generation = 0
+        event.listen(sessions, "after_commit", self._committed)
         self.inventory = inventory
         self.driver = driver
         self.cm = cm
@@ -122,6 +125,9 @@ class AggregateManager:
                 session.add(LockRow(id=1))
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _committed(self, _session: Session) -> None:
+        self.generation += 1
 
     def _lock(self, session: Session) -> None:
         """Serialise allocation-changing transactions (SQLite: BEGIN IMMEDIATE does it already)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -29,26 +30,39 @@ from primogeni.geni.rspec import (
 )
 from primogeni.geni.urn import Urn
 
-# Per AM: (minute, available_only, slots in use) → advertisement text.
+# Per AM: (minute, available_only, slots in use) → advertisement text; and, per AM and
+# available_only, the last answer with the AM's write generation and when occupancy was read.
 _AD_CACHE: weakref.WeakKeyDictionary[AggregateManager, dict[tuple[object, ...], str]] = weakref.WeakKeyDictionary()
+_AD_LAST: weakref.WeakKeyDictionary[AggregateManager, dict[bool, tuple[int, float, datetime, str]]] = (
+    weakref.WeakKeyDictionary())
 _AD_CACHE_LOCK = threading.Lock()
+AD_FRESH_S = 1.0
+"""How long an advertisement may be served without reading occupancy again, unless this process
+changed it. (Another AM process sharing the database is seen within this delay.)"""
 
 
 def advertise(am: AggregateManager, now: datetime, *, available_only: bool = False) -> str:
     """The advertisement; rebuilt when what is in use changes, and at least once a minute."""
-    usage = am.usage()
     minute = now.replace(second=0, microsecond=0)
+    generation = am.generation
+    with _AD_CACHE_LOCK:
+        last = _AD_LAST.setdefault(am, {}).get(available_only)
+    if last is not None and last[0] == generation and last[2] == minute and time.monotonic() - last[1] < AD_FRESH_S:
+        return last[3]
+    read_at = time.monotonic()
+    usage = am.usage()
     key = (minute, available_only, tuple(sorted((k, tuple(sorted(v))) for k, v in usage.slots.items())))
     with _AD_CACHE_LOCK:
         cache = _AD_CACHE.setdefault(am, {})
-        cached = cache.get(key)
-    if cached is not None:
-        return cached
-    text = _advertise(am, usage, minute, available_only)
+        text = cache.get(key)
+    if text is None:
+        text = _advertise(am, usage, minute, available_only)
+        with _AD_CACHE_LOCK:
+            if len(cache) > 64:
+                cache.clear()
+            cache[key] = text
     with _AD_CACHE_LOCK:
-        if len(cache) > 64:
-            cache.clear()
-        cache[key] = text
+        _AD_LAST[am][available_only] = (generation, read_at, minute, text)
     return text
 
 
