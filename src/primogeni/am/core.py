@@ -18,22 +18,22 @@ are allocated again — so a restart never leaves a half-made sliver.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from primogeni.am.driver import PlannedInterface, PlannedLogin, ResourceDriver, SliverPlan
+from primogeni.am.driver import ResourceDriver, SliverPlan
 from primogeni.am.inventory import Inventory
 from primogeni.am.models import ClaimRow, LockRow, SliceRow, SliverRow, TicketRow, VniRow
 from primogeni.am.placement import LinkPlacement, NodePlacement, Usage, ours, place
+from primogeni.am.plans import address_link, free_vni, mac_of, plan_of
 from primogeni.db import reader_factory
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
@@ -50,8 +50,6 @@ NOTREADY = "geni_notready"
 READY = "geni_ready"
 FAILED = "geni_failed"
 ACTIONS = ("geni_start", "geni_stop", "geni_restart")
-VNI_FIRST = 4096
-VNI_LAST = (1 << 24) - 1
 
 
 class _DryRun(Exception):
@@ -250,7 +248,7 @@ class AggregateManager:
             ifaces = []
             for k, iface in enumerate(node.interfaces):
                 iface_urn[iface.client_id] = urn
-                ifaces.append({"client_id": iface.client_id, "name": f"eth{k + 1}", "mac": _mac(urn, iface.client_id),
+                ifaces.append({"client_id": iface.client_id, "name": f"eth{k + 1}", "mac": mac_of(urn, iface.client_id),
                                "address": str(iface.ip.address) if iface.ip else None,
                                "netmask": iface.ip.netmask if iface.ip else None, "link": None})
             row.spec = json.dumps({"interfaces": ifaces, "hostname": phys.hostname,
@@ -263,7 +261,7 @@ class AggregateManager:
         by_client = {r.client_id: r for r in rows}
         for lp in link_places:
             link = req_links[lp.client_id]
-            vni = _free_vni(used_vnis)
+            vni = free_vni(used_vnis)
             used_vnis.add(vni)
             urn = self.sliver_urn()
             row = SliverRow(urn=urn, slice_urn=slice_row.urn, client_id=lp.client_id, kind="link",
@@ -273,7 +271,7 @@ class AggregateManager:
             row.spec = json.dumps({"interface_refs": list(link.interface_refs), "vni": vni,
                                    "capacity_kbps": link.capacity_kbps, "latency_ms": link.latency_ms,
                                    "packet_loss": link.packet_loss, "link_type": link.link_type})
-            _address_link(urn, vni, link.interface_refs, by_client, iface_urn)
+            address_link(urn, vni, link.interface_refs, by_client, iface_urn)
             session.add(row)
             rows.append(row)
         return rows
@@ -307,7 +305,7 @@ class AggregateManager:
                     spec = json.loads(r.spec)
                     spec["users"] = user_list
                     r.spec = json.dumps(spec)
-            plans = [self._plan(session, r) for r in todo]
+            plans = [plan_of(session, r) for r in todo]
         done: list[str] = []
         try:
             for plan in plans:
@@ -337,36 +335,13 @@ class AggregateManager:
             raise GeniError(GeniCode.FORBIDDEN, f"slice {slice_urn} was shut down by an operator")
         return row
 
-    def _plan(self, session: Session, row: SliverRow) -> SliverPlan:
-        spec = json.loads(row.spec)
-        if row.kind == "node":
-            ifaces = tuple(PlannedInterface(i["client_id"], i["name"], i["mac"], i["address"], i["netmask"], i["link"])
-                           for i in spec["interfaces"])
-            logins = tuple(PlannedLogin(Urn.parse(u["urn"]).name, spec["ssh_port"], tuple(u["keys"]))
-                           for u in spec["users"]) if row.sliver_type == "emulated-host" else ()
-            model = None
-            if row.sliver_type == "simulator":
-                model = _model_of(row.slice.request_xml)
-            return SliverPlan(row.slice_urn, row.urn, "node", row.client_id, row.component, row.sliver_type,
-                              row.exclusive, tuple(sorted(c.slot for c in row.claims)), spec["hostname"], ifaces,
-                              logins, model=model)
-        ends = []
-        for other in session.scalars(select(SliverRow).where(SliverRow.slice_urn == row.slice_urn,
-                                                              SliverRow.kind == "node")):
-            for i in json.loads(other.spec)["interfaces"]:
-                if i["client_id"] in spec["interface_refs"]:
-                    ends.append((other.urn, i["client_id"]))
-        return SliverPlan(row.slice_urn, row.urn, "link", row.client_id, row.component, vni=spec["vni"],
-                          endpoints=tuple(ends), capacity_kbps=spec["capacity_kbps"], latency_ms=spec["latency_ms"],
-                          packet_loss=spec["packet_loss"])
-
     def plan(self, sliver_urn: str) -> SliverPlan:
         """The plan the driver gets (or got) for one sliver."""
         with self.readers() as session:
             row = session.get(SliverRow, sliver_urn)
             if row is None:
                 raise GeniError(GeniCode.SEARCHFAILED, f"no sliver {sliver_urn} here")
-            return self._plan(session, row)
+            return plan_of(session, row)
 
     def operate(self, slice_urn: str, urns: Sequence[str] | None, action: str) -> list[Sliver]:
         if action not in ACTIONS:
@@ -631,54 +606,3 @@ class AggregateManager:
                                           "spec": json.loads(r.spec)}
                 records.append(rec)
             return records, slice_row.request_xml
-
-
-def _mac(sliver_urn: str, client_id: str) -> str:
-    digest = hashlib.sha256(f"{sliver_urn}/{client_id}".encode()).digest()
-    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
-
-
-def _free_vni(used: set[int]) -> int:
-    vni = VNI_FIRST
-    while vni in used:
-        vni += 1
-    if vni > VNI_LAST:
-        raise GeniError(GeniCode.VLAN_UNAVAILABLE, "no free link tag (VNI) left")
-    return vni
-
-
-def _address_link(link_urn: str, vni: int, refs: Sequence[str], nodes: dict[str, SliverRow],
-                  iface_urn: dict[str, str]) -> None:
-    """Tie each interface to its link, and give unaddressed ones addresses in the link's /24."""
-    subnet = ipaddress.IPv4Network((f"10.{(vni >> 8) & 255}.{vni & 255}.0", 24))
-    by_urn = {r.urn: r for r in nodes.values()}
-    taken: set[str] = set()
-    specs: dict[str, dict[str, Any]] = {}
-    for ref in refs:
-        row = by_urn[iface_urn[ref]]
-        specs.setdefault(row.urn, json.loads(row.spec))
-    for spec in specs.values():
-        for iface in spec["interfaces"]:
-            if iface["client_id"] in refs and iface["address"]:
-                taken.add(iface["address"])
-    hosts = (str(h) for h in subnet.hosts() if str(h) not in taken)
-    for ref in refs:
-        spec = specs[iface_urn[ref]]
-        for iface in spec["interfaces"]:
-            if iface["client_id"] == ref:
-                iface["link"] = link_urn
-                if not iface["address"]:
-                    iface["address"], iface["netmask"] = next(hosts), "255.255.255.0"
-    for urn, spec in specs.items():
-        by_urn[urn].spec = json.dumps(spec)
-
-
-def _model_of(request_xml: str) -> dict[str, object] | None:
-    from primogeni.geni.rspec import parse_request
-
-    if not request_xml:
-        return None
-    model = parse_request(request_xml).model
-    if model is None:
-        return None
-    return {"format": model.format, "text": model.text, "url": model.url, "mapping": [list(m) for m in model.mapping]}
