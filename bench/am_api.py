@@ -42,7 +42,6 @@ import sys
 from pathlib import Path
 from primogeni.am.service import AmService
 s = AmService(Path(sys.argv[1]), reap_interval=3600, threads=32)
-s.am.recover()
 print(s.urls["3"], flush=True)
 s.serve_forever()
 """

@@ -41,6 +41,8 @@ from primogeni.geni.cred import Credential
 from primogeni.geni.errors import CredentialError, GeniError
 from primogeni.geni.rspec import NS_PRIMO, NS_RSPEC
 from primogeni.geni.rspec.xmlio import parse_xml
+from primogeni.geni.times import parse_rfc3339 as parse_time
+from primogeni.geni.times import rfc3339
 from primogeni.geni.urn import Urn, check_project_name, slice_urn
 from primogeni.rpc import client as rpc_client
 
@@ -58,20 +60,6 @@ def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
     if home is not None:
         return Path(home).expanduser()
     return Path(os.environ.get("PRIMO_HOME") or "~/.primo").expanduser()
-
-
-def rfc3339(when: datetime) -> str:
-    """``2026-11-21T16:40:04Z`` (UTC, whole seconds)."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> datetime:
-    """An RFC 3339 time (``Z`` or an offset; none means UTC); ValueError otherwise."""
-    s = text.strip()
-    if s[-1:] in ("z", "Z"):
-        s = s[:-1] + "+00:00"
-    t = datetime.fromisoformat(s)
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 # -- errors ------------------------------------------------------------------------------------

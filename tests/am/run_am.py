@@ -14,7 +14,6 @@ from primogeni.am.service import AmService
 def main() -> None:
     data, db_url, delay = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
     service = AmService(data, db_url=db_url, driver_delay=delay, reap_interval=3600)
-    service.am.recover()
     print(service.urls["3"], flush=True)
     service.serve_forever()
 

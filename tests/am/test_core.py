@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from primogeni.am.core import AggregateManager, MaxNodesPerSlice
+from primogeni.am.core import AggregateManager
 from primogeni.am.driver import RecordingDriver
 from primogeni.am.inventory import Inventory, PhysicalLink, PhysicalNode
 from primogeni.am.models import Base, ClaimRow, PlanRow, SliverRow, VniRow
+from primogeni.am.policy import MaxNodesPerSlice
 from primogeni.db import make_engine, session_factory
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError

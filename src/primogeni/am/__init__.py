@@ -5,9 +5,10 @@ maps requests onto the ``inventory``; ``driver`` is the interface through which 
 real; ``api_v2``, ``api_v3`` and ``api_cm`` speak the wire protocols; ``service`` runs it all.
 """
 
-from primogeni.am.core import AdmitAll, AggregateManager, MaxNodesPerSlice, Policy, Sliver
+from primogeni.am.core import AggregateManager, Sliver
 from primogeni.am.driver import RecordingDriver, ResourceDriver, SliverPlan
 from primogeni.am.inventory import Inventory, PhysicalLink, PhysicalNode, load_inventory
+from primogeni.am.policy import AdmitAll, MaxNodesPerSlice, Policy
 
 __all__ = [
     "AdmitAll", "AggregateManager", "Inventory", "MaxNodesPerSlice", "PhysicalLink", "PhysicalNode", "Policy",

@@ -19,7 +19,6 @@ from primogeni.am.common import (
     need,
     parse_time,
     parse_urn,
-    rfc3339,
     slice_expiry,
 )
 from primogeni.am.core import FAILED, PROVISIONED, READY
@@ -28,6 +27,7 @@ from primogeni.geni.codes import GeniCode
 from primogeni.geni.cred import SLICE_PRIVILEGES, Credential, Privilege, Ticket, issue_credential
 from primogeni.geni.errors import GeniError
 from primogeni.geni.rspec import parse_request
+from primogeni.geni.times import rfc3339
 from primogeni.geni.urn import Urn
 
 REDEEM_WINDOW = timedelta(minutes=10)

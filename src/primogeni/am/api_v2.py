@@ -18,7 +18,6 @@ from primogeni.am.common import (
     options_of,
     parse_time,
     parse_urn,
-    rfc3339,
     rspec_versions,
     slice_expiry,
 )
@@ -26,6 +25,7 @@ from primogeni.am.core import FAILED, PENDING, READY, Sliver
 from primogeni.geni.cert import Gid
 from primogeni.geni.errors import GeniError
 from primogeni.geni.rspec import parse_request
+from primogeni.geni.times import rfc3339
 
 API_VERSION = 2
 

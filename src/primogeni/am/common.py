@@ -12,40 +12,30 @@ import inspect
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from primogeni.am.core import AggregateManager, Sliver
 from primogeni.geni.cert import Gid, Identity
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.cred import Credential, Verifier
 from primogeni.geni.errors import CredentialError, GeniError, UrnError
+from primogeni.geni.times import as_utc, parse_rfc3339, rfc3339
 from primogeni.geni.urn import Urn
 
 RSPEC_NS = "http://www.geni.net/resources/rspec/3"
 PRIMO_NS = "http://www.primogeni.net/resources/rspec/ext/primogeni/1"
 
 
-def rfc3339(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def parse_time(value: object, what: str) -> datetime:
     """RFC 3339 (with Z or an offset, with or without fraction), or an XML-RPC dateTime."""
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return as_utc(value)
     if hasattr(value, "value") and isinstance(value.value, str):  # xmlrpc.client.DateTime
         value = value.value
     if not isinstance(value, str) or not value.strip():
         raise GeniError(GeniCode.BADARGS, f"{what} must be an RFC 3339 time, got {value!r}")
-    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
-    for candidate in (text, text.replace(" ", "T")):
-        try:
-            parsed = datetime.fromisoformat(candidate)
-        except ValueError:
-            continue
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    try:  # xmlrpc's compact form 20261121T16:40:04
-        return datetime.strptime(value.strip(), "%Y%m%dT%H:%M:%S").replace(tzinfo=UTC)
+    try:
+        return parse_rfc3339(value)
     except ValueError:
         raise GeniError(GeniCode.BADARGS, f"{what} is not an RFC 3339 time: {value!r}") from None
 

@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,6 +33,7 @@ from primogeni.am.inventory import Inventory
 from primogeni.am.models import ClaimRow, LockRow, SliceRow, SliverRow, TicketRow, VniRow
 from primogeni.am.placement import LinkPlacement, NodePlacement, Usage, ours, place
 from primogeni.am.plans import address_link, free_vni, mac_of, plan_of
+from primogeni.am.policy import AdmitAll, Policy
 from primogeni.db import reader_factory
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
@@ -69,31 +69,6 @@ class Sliver:
     operational: str
     expires: datetime
     error: str = ""
-
-
-class Policy(Protocol):
-    """Local admission policy, consulted before anything is allocated."""
-
-    def authorize(self, slice_urn: str, owner_urn: str, request: Request, held: int) -> None:
-        """Raise ``GeniError(REFUSED, ...)`` to refuse; ``held`` counts the slice's node slivers now."""
-        ...
-
-
-class AdmitAll:
-    def authorize(self, slice_urn: str, owner_urn: str, request: Request, held: int) -> None:
-        return None
-
-
-@dataclass(frozen=True)
-class MaxNodesPerSlice:
-    """A simple example policy: at most ``limit`` node slivers per slice."""
-
-    limit: int
-
-    def authorize(self, slice_urn: str, owner_urn: str, request: Request, held: int) -> None:
-        if held + len(request.nodes) > self.limit:
-            raise GeniError(GeniCode.REFUSED, f"local policy allows at most {self.limit} nodes per slice "
-                                              f"(slice holds {held}, request adds {len(request.nodes)})")
 
 
 def _utcnow() -> datetime:

@@ -26,11 +26,12 @@ from primogeni.am.api_cm import CmApiV2
 from primogeni.am.api_v2 import AmApiV2
 from primogeni.am.api_v3 import AmApiV3
 from primogeni.am.common import Context
-from primogeni.am.core import AggregateManager, Policy
+from primogeni.am.core import AggregateManager
 from primogeni.am.describe import advertise, slice_manifest
 from primogeni.am.driver import RecordingDriver, ResourceDriver
 from primogeni.am.inventory import load_inventory
 from primogeni.am.models import Base
+from primogeni.am.policy import Policy
 from primogeni.db import make_engine, redact, session_factory
 from primogeni.geni.cert import Identity, TrustStore
 from primogeni.geni.cred import Verifier
@@ -93,18 +94,19 @@ class AmService:
             except Exception:  # the reaper must outlive a transient database error; it is logged
                 log.exception("reaper pass failed")
 
-    def start(self) -> None:
+    def _prepare(self) -> None:
+        """Before serving: roll back what a crash cut short, free what expired, start the reaper."""
         self.am.recover()
         self.am.reap()
-        self.server.start()
         self._reaper = threading.Thread(target=self._reap_loop, name="am-reaper", daemon=True)
         self._reaper.start()
 
+    def start(self) -> None:
+        self._prepare()
+        self.server.start()
+
     def serve_forever(self) -> None:
-        self.am.recover()
-        self.am.reap()
-        self._reaper = threading.Thread(target=self._reap_loop, name="am-reaper", daemon=True)
-        self._reaper.start()
+        self._prepare()
         self.server.serve_forever()
 
     def stop(self) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -26,6 +26,7 @@ from primogeni.geni.cert import Gid
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.cred import Credential, Verifier
 from primogeni.geni.errors import CredentialError, GeniError
+from primogeni.geni.times import as_utc, parse_rfc3339, rfc3339
 from primogeni.geni.urn import Urn
 
 #: ``geni_type`` values we accept (case-insensitive); other credential types are ignored.
@@ -116,23 +117,13 @@ def boolean(value: object, what: str) -> bool:
 def parse_time(value: object, what: str) -> datetime:
     """An RFC 3339 / ISO 8601 time (string or XML-RPC dateTime); no zone means UTC."""
     if isinstance(value, datetime):
-        t = value
-    elif isinstance(value, str) and 0 < len(value) <= 64:
-        s = value.strip()
-        if s[-1:] in ("z", "Z"):
-            s = s[:-1] + "+00:00"
+        return as_utc(value)
+    if isinstance(value, str) and 0 < len(value) <= 64:
         try:
-            t = datetime.fromisoformat(s)
+            return parse_rfc3339(value)
         except ValueError:
             raise GeniError(GeniCode.BADARGS, f"{what} {value!r} is not an RFC 3339 time") from None
-    else:
-        raise GeniError(GeniCode.BADARGS, f"{what} must be an RFC 3339 time string")
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
-def rfc3339(t: datetime) -> str:
-    """``2026-11-21T16:40:04Z``."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    raise GeniError(GeniCode.BADARGS, f"{what} must be an RFC 3339 time string")
 
 
 def credential_texts(value: object) -> list[str]:

@@ -28,6 +28,7 @@ from primogeni.db import transaction
 from primogeni.geni.cert import Identity
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
+from primogeni.geni.times import rfc3339
 from primogeni.geni.urn import Urn, check_project_name, project_urn
 
 Clock = Callable[[], datetime]
@@ -417,9 +418,7 @@ def new_uuid() -> str:
     return str(uuidlib.uuid4())
 
 
-def format_time(t: datetime) -> str:
-    """RFC 3339 in UTC: ``2026-11-21T16:40:04Z``."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+format_time = rfc3339
 
 
 __all__ = ["MANAGERS", "PROJECT_ROLES", "SLICE_ROLES", "Membership", "Project", "ProjectAuthority"]

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import xmlsec
 from cryptography import x509
@@ -31,6 +31,7 @@ from primogeni.geni import xmlsafe
 from primogeni.geni.cert import Gid, Identity
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import CertificateError, CredentialError, UrnError
+from primogeni.geni.times import parse_rfc3339, rfc3339
 from primogeni.geni.urn import Urn
 
 DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
@@ -80,19 +81,15 @@ def parse_document(raw: bytes, what: str = "credential") -> etree._Element:
     )
 
 
-def format_time(when: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z``, whole seconds (``2026-11-21T16:40:04Z``)."""
-    if when.tzinfo is None:
-        raise ValueError("times must be timezone-aware")
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+format_time = rfc3339
+"""RFC 3339 in UTC with a ``Z``, whole seconds; ValueError for a naive time."""
 
 
 def parse_time(text: str, what: str) -> datetime:
     """An xs:dateTime / RFC 3339 time; one without a zone is taken as UTC."""
     try:
-        when = datetime.fromisoformat(text.strip())
-        return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).astimezone(UTC)
-    except (ValueError, OverflowError):
+        return parse_rfc3339(text)
+    except ValueError:
         raise invalid(f"{what} {text[:40]!r} is not an RFC 3339 time") from None
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from lxml import etree
 
-from primogeni.geni import xmlsafe
+from primogeni.geni import times, xmlsafe
 from primogeni.geni.errors import RSpecError
 from primogeni.geni.rspec.model import (
     NS_PRIMO,
@@ -112,9 +112,10 @@ def check_root(root: etree._Element, kind: str) -> None:
 
 def rfc3339(when: datetime) -> str:
     """A timezone-aware time as ``2026-11-21T16:40:04Z`` (UTC, whole seconds)."""
-    if when.tzinfo is None or when.utcoffset() is None:
-        raise bad(f"time {when!r} must be timezone-aware")
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return times.rfc3339(when)
+    except ValueError as exc:
+        raise bad(str(exc)) from None
 
 
 def number(value: float) -> str:
