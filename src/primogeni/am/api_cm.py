@@ -63,7 +63,7 @@ class CmApiV2:
 
     def _slice(self, args: Mapping[str, object], caller: Gid, operation: str) -> tuple[Urn, Credential]:
         urn = parse_urn(args.get("slice_urn"), "slice_urn", "slice")
-        cred = self.ctx.check(args.get("credentials"), caller, urn, operation, structured=False)
+        cred = self.ctx.check(args.get("credentials"), caller, urn, operation)
         return urn, cred
 
     def _ticket(self, args: Mapping[str, object], caller: Gid, slice_urn: Urn) -> tuple[Credential, str]:
@@ -99,7 +99,7 @@ class CmApiV2:
                 "request_rspec_versions": [{"type": "GENI", "version": "3"}]}
 
     def discover_resources(self, caller: Gid, args: Mapping[str, object]) -> object:
-        self.ctx.check(args.get("credentials"), caller, None, "listresources", structured=False)
+        self.ctx.check(args.get("credentials"), caller, None, "listresources")
         rspec = self.ctx.advertise(bool(args.get("available", False)))
         return compress(rspec) if args.get("compress") else rspec
 
@@ -196,9 +196,9 @@ class CmApiV2:
             raise GeniError(GeniCode.SEARCHFAILED, f"no sliver {sliver} here")
         creds = args.get("credentials")
         try:
-            self.ctx.check(creds, caller, sliver, "delete", structured=False)
+            self.ctx.check(creds, caller, sliver, "delete")
         except GeniError:
-            self.ctx.check(creds, caller, Urn.parse(slice_urn), "delete", structured=False)
+            self.ctx.check(creds, caller, Urn.parse(slice_urn), "delete")
         self.ctx.am.delete(slice_urn, None)
         return 0
 
@@ -219,7 +219,7 @@ class CmApiV2:
     def resolve(self, caller: Gid, args: Mapping[str, object]) -> object:
         urn = parse_urn(args.get("urn"), "urn")
         if urn.type == "node":
-            self.ctx.check(args.get("credentials"), caller, None, "resolve", structured=False)
+            self.ctx.check(args.get("credentials"), caller, None, "resolve")
             node = self.ctx.am.inventory.node(urn.name)
             if node is None or urn.authority != self.ctx.am.cm.authority:
                 raise GeniError(GeniCode.SEARCHFAILED, f"no node {urn} here")
@@ -234,7 +234,7 @@ class CmApiV2:
             slice_urn = Urn.parse(owner)
         else:
             raise GeniError(GeniCode.BADARGS, f"cannot resolve a {urn.type!r} URN here")
-        self.ctx.check(args.get("credentials"), caller, slice_urn, "status", structured=False)
+        self.ctx.check(args.get("credentials"), caller, slice_urn, "status")
         found = self.ctx.am.status(str(slice_urn))
         agg, _pem = self.ctx.am.aggregate_sliver(str(slice_urn))
         return {"urn": str(slice_urn), "sliver_urn": agg, "manifest": self.ctx.manifest(str(slice_urn), None),

@@ -68,11 +68,11 @@ class AmApiV2:
         check_rspec_version(opts, required=True)
         if "geni_slice_urn" in opts:
             urn = parse_urn(opts["geni_slice_urn"], "geni_slice_urn", "slice")
-            self.ctx.check(creds, caller, urn, "describe", structured=False)
+            self.ctx.check(creds, caller, urn, "describe")
             self.ctx.am.status(str(urn))
             rspec = self.ctx.manifest(str(urn), None)
         else:
-            self.ctx.check(creds, caller, None, "listresources", structured=False)
+            self.ctx.check(creds, caller, None, "listresources")
             rspec = self.ctx.advertise(bool(opts.get("geni_available", False)))
         return compress(rspec) if opts.get("geni_compressed") else rspec
 
@@ -80,7 +80,7 @@ class AmApiV2:
                       options: object = None) -> object:
         options_of(options)
         urn = parse_urn(slice_urn, "slice_urn", "slice")
-        cred = self.ctx.check(creds, caller, urn, "create", structured=False)
+        cred = self.ctx.check(creds, caller, urn, "create")
         request_xml = str(need(rspec, str, "rspec"))
         request = parse_request(request_xml)
         who = users_of(users, str(caller.urn))
@@ -98,7 +98,7 @@ class AmApiV2:
     def sliver_status(self, caller: Gid, slice_urn: object, creds: object, options: object = None) -> object:
         options_of(options)
         urn = parse_urn(slice_urn, "slice_urn", "slice")
-        self.ctx.check(creds, caller, urn, "status", structured=False)
+        self.ctx.check(creds, caller, urn, "status")
         found = self.ctx.am.status(str(urn))
         states = {v2_status(s) for s in found}
         overall = "failed" if "failed" in states else "ready" if states == {"ready"} else (
@@ -112,7 +112,7 @@ class AmApiV2:
                      options: object = None) -> object:
         opts = options_of(options)
         urn = parse_urn(slice_urn, "slice_urn", "slice")
-        cred = self.ctx.check(creds, caller, urn, "renew", structured=False)
+        cred = self.ctx.check(creds, caller, urn, "renew")
         self.ctx.am.renew(str(urn), None, parse_time(when, "expiration_time"), slice_expiry(cred),
                           as_long_as_possible=bool(opts.get("geni_extend_alap", False)))
         return True
@@ -120,13 +120,13 @@ class AmApiV2:
     def delete_sliver(self, caller: Gid, slice_urn: object, creds: object, options: object = None) -> object:
         options_of(options)
         urn = parse_urn(slice_urn, "slice_urn", "slice")
-        self.ctx.check(creds, caller, urn, "delete", structured=False)
+        self.ctx.check(creds, caller, urn, "delete")
         self.ctx.am.delete(str(urn), None)
         return True
 
     def shutdown(self, caller: Gid, slice_urn: object, creds: object, options: object = None) -> object:
         options_of(options)
         urn = parse_urn(slice_urn, "slice_urn", "slice")
-        self.ctx.check(creds, caller, urn, "shutdown", structured=False)
+        self.ctx.check(creds, caller, urn, "shutdown")
         self.ctx.am.shutdown(str(urn))
         return True

@@ -18,6 +18,7 @@ from primogeni.am.core import AggregateManager, Sliver
 from primogeni.geni.cert import Gid, Identity
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.cred import Credential, Verifier
+from primogeni.geni.credlist import sfa_credentials
 from primogeni.geni.errors import CredentialError, GeniError, UrnError
 from primogeni.geni.times import as_utc, parse_rfc3339, rfc3339
 from primogeni.geni.urn import Urn
@@ -84,44 +85,20 @@ class Context:
     advertise: Callable[[bool], str]  # available_only → advertisement
     manifest: Callable[[str, Sequence[str] | None], str]  # slice URN, sliver URNs → manifest
 
-    def credential_values(self, creds: object, *, structured: bool) -> list[str]:
-        """The ``geni_sfa`` credential documents among ``creds``.
-
-        AM API v3 sends ``[{geni_type, geni_version, geni_value}]``; v2 and ProtoGENI send plain
-        strings. Structs of another type are skipped; if nothing usable is left the call fails with
-        CREDENTIAL_INVALID naming what was offered.
-        """
+    def credential_values(self, creds: object) -> list[str]:
+        """The SFA credential documents among ``creds``; CREDENTIAL_INVALID naming what was
+        offered when none is usable."""
         if creds is None:
             raise GeniError(GeniCode.MISSINGARGS, "credentials are required")
-        if not isinstance(creds, list | tuple):
-            raise GeniError(GeniCode.BADARGS, "credentials must be a list")
-        values: list[str] = []
-        skipped: list[str] = []
-        for item in creds:
-            if isinstance(item, str):
-                values.append(item)
-            elif isinstance(item, dict):
-                ctype = str(item.get("geni_type", "")).lower()
-                version = str(item.get("geni_version", ""))
-                value = item.get("geni_value")
-                if isinstance(value, bytes):  # geni-lib reads the file in binary: XML-RPC base64
-                    value = value.decode("utf-8", "replace")
-                if ctype == "geni_sfa" and version in ("3", "2") and isinstance(value, str):
-                    values.append(value)
-                else:
-                    skipped.append(f"{item.get('geni_type')!r} version {version!r}")
-            else:
-                raise GeniError(GeniCode.BADARGS, "each credential must be a string or a struct")
-        del structured
-        if not values:
-            offered = f" (offered: {', '.join(skipped)})" if skipped else ""
+        found = sfa_credentials(creds)
+        if not found.values:
+            offered = f" (offered: {', '.join(found.skipped)})" if found.skipped else ""
             raise CredentialError(GeniCode.CREDENTIAL_INVALID,
                                   f"no usable credential: only geni_sfa version 3 is accepted{offered}")
-        return values
+        return found.values
 
-    def check(self, creds: object, caller: Gid, target: Urn | None, operation: str, *,
-              structured: bool = True) -> Credential:
-        values = self.credential_values(creds, structured=structured)
+    def check(self, creds: object, caller: Gid, target: Urn | None, operation: str) -> Credential:
+        values = self.credential_values(creds)
         return self.verifier.verify_any(values, caller=caller, target=target, operation=operation)
 
 

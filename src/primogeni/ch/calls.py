@@ -25,13 +25,12 @@ from primogeni.ch.members import Member, MemberAuthority
 from primogeni.geni.cert import Gid
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.cred import Credential, Verifier
+from primogeni.geni.credlist import sfa_credentials
 from primogeni.geni.errors import CredentialError, GeniError
 from primogeni.geni.times import as_utc, parse_rfc3339, rfc3339
 from primogeni.geni.urn import Urn
 
 #: ``geni_type`` values we accept (case-insensitive); other credential types are ignored.
-SFA_TYPES = frozenset({"geni_sfa", "sfa"})
-_MAX_CREDENTIALS = 32
 
 log = logging.getLogger("primogeni.ch")
 
@@ -130,23 +129,7 @@ def credential_texts(value: object) -> list[str]:
     """The SFA credentials of a call: XML strings, from strings or ``geni_value`` structs."""
     if value is None:
         return []
-    if not isinstance(value, list | tuple):
-        raise GeniError(GeniCode.BADARGS, "credentials must be a list")
-    if len(value) > _MAX_CREDENTIALS:
-        raise GeniError(GeniCode.BADARGS, f"at most {_MAX_CREDENTIALS} credentials per call")
-    out: list[str] = []
-    for item in value:
-        if isinstance(item, str):
-            out.append(item)
-        elif isinstance(item, dict):
-            kind, xml = item.get("geni_type"), item.get("geni_value")
-            if not isinstance(kind, str) or not isinstance(xml, str):
-                raise GeniError(GeniCode.BADARGS, "a credential struct needs string geni_type and geni_value")
-            if kind.lower() in SFA_TYPES:
-                out.append(xml)
-        else:
-            raise GeniError(GeniCode.BADARGS, "each credential must be a string or a geni_type/geni_value struct")
-    return out
+    return sfa_credentials(value).values
 
 
 def one_credential(value: object, what: str = "credential") -> list[str]:
@@ -210,7 +193,6 @@ class Authenticator:
 
 
 __all__ = [
-    "SFA_TYPES",
     "Authenticator",
     "ChRoute",
     "arity",
