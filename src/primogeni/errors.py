@@ -40,6 +40,20 @@ class DmlError(ModelError):
     """A DML file cannot be parsed or resolved (syntax, bad reference)."""
 
 
+class EmuError(PrimoError):
+    """An error of the kernel plumbing (namespaces, links, tunnels, NAT, containers).
+
+    ``what`` names the kernel object (a namespace, device, table or container) when there is one.
+    """
+
+    def __init__(self, message: str, what: str | None = None):
+        self.what = what
+        super().__init__(f"{what}: {message}" if what else message)
+
+
+class FeatureMissing(EmuError):
+    """This kernel or machine lacks a feature (GRE, netem, cgroup controller, a program) we were asked to use."""
+
 
 class GeniError(PrimoError):
     """An error of the GENI control framework; leaves live in :mod:`primogeni.geni.errors`."""
