@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEBS := tshark iproute2 libxmlsec1 libxmlsec1-openssl postgresql nftables openssh-server openssh-client iperf3 util-linux
+DEBS := tshark iproute2 libxmlsec1 libxmlsec1-openssl postgresql nftables openssh-server openssh-client iperf3 util-linux iputils-ping
 
 .PHONY: demo test lint debs clean bench bench-venv
 

@@ -7,8 +7,8 @@ where HOME is ``--home``, else ``$PRIMO_HOME``, else ``~/.primo``.
 
 :class:`PrimoClient` speaks the Common Federation API v2 to the clearinghouse (MA: user
 credential, SSH keys; SA: projects, slices, slice credentials) and AM API v3 to the aggregate
-(GetVersion, ListResources, Allocate, Provision, PerformOperationalAction, Status, Describe,
-Renew, Delete). Servers' TLS certificates are verified against the trust directory, host name
+(GetVersion, ListResources, Allocate, Provision, PerformOperationalAction — also for events —,
+Status, Describe, Renew, Delete). Servers' TLS certificates are verified against the trust directory, host name
 included. The user credential and slice credentials are cached in ``HOME/creds/`` (mode 0600)
 and fetched again when within :data:`REFRESH_MARGIN` of expiry or when a call fails with
 CREDENTIAL_EXPIRED. A non-zero envelope code raises :class:`ClientError` (the server's code
@@ -180,11 +180,12 @@ def _rs(name: str) -> str:
 
 
 def advertised_nodes(xml: str) -> list[dict[str, Any]]:
-    """The nodes of an advertisement: name, kind, capacity, free slots, sliver types, …"""
+    """The nodes of an advertisement: name, kind, capacity, free slots, sliver types, usage (agent's load), …"""
     nodes = []
     for node in parse_xml(xml).iter(_rs("node")):
         hardware = node.find(_rs("hardware_type"))
         capacity = node.find(f"{{{NS_PRIMO}}}capacity")
+        usage = node.find(f"{{{NS_PRIMO}}}usage")
         kind = hardware.get("name", "") if hardware is not None else ""
         nodes.append({
             "name": node.get("component_name", ""),
@@ -194,6 +195,7 @@ def advertised_nodes(xml: str) -> list[dict[str, Any]]:
             "capacity": int(capacity.get("slots", "0")) if capacity is not None else None,
             "available": int(capacity.get("available", "0")) if capacity is not None else None,
             "sliver_types": [s.get("name", "") for s in node.findall(_rs("sliver_type"))],
+            "usage": {k: float(v) for k, v in usage.attrib.items()} if usage is not None else None,
         })
     return nodes
 
@@ -520,8 +522,10 @@ class PrimoClient:
         options = {"geni_rspec_version": GENI3, "geni_users": self.ssh_users()}
         return _shape(self._am(self.slice_urn(name), "Provision", options, urns=urns), dict, "Provision")
 
-    def perform_operational_action(self, name: str, action: str, urns: list[str] | None = None) -> list[Any]:
-        answer = self._am(self.slice_urn(name), "PerformOperationalAction", action, {}, urns=urns)
+    def perform_operational_action(self, name: str, action: str, urns: list[str] | None = None,
+                                   options: dict[str, Any] | None = None) -> list[Any]:
+        """``geni_start``/``geni_stop``/…, or an event (``primo:link-down`` …, ``options`` primo_at, primo_command)."""
+        answer = self._am(self.slice_urn(name), "PerformOperationalAction", action, options or {}, urns=urns)
         return _shape(answer, list, "PerformOperationalAction")
 
     def status(self, name: str) -> dict[str, Any]:

@@ -94,7 +94,7 @@ def test_life_cycle(am: AggregateManager) -> None:
     assert all(s.expires == T0 + timedelta(days=3) for s in done)  # capped by the slice
     plan = am.driver.plan(made[0].urn)  # type: ignore[attr-defined]
     assert plan["logins"][0]["username"] == "alice" and plan["logins"][0]["keys"] == ["ssh-ed25519 AAAA alice"]
-    assert plan["interfaces"][0]["address"].startswith("10.16.0.")  # VNI 4096 → 10.16.0.0/24
+    assert plan["interfaces"][0]["address"] == "10.128.0.1"  # the first /24 of the pool 10.128.0.0/9
     link_plan = am.driver.plan(made[2].urn)  # type: ignore[attr-defined]
     assert link_plan["vni"] == 4096 and len(link_plan["endpoints"]) == 2
     started = am.operate(SLICE_A, None, "geni_start")
@@ -139,10 +139,11 @@ def test_request_that_does_not_fit_allocates_nothing(am: AggregateManager) -> No
 
 
 def test_capacity_is_counted_in_slots(am: AggregateManager) -> None:
-    # 4 + 4 + 2 = 10 slots in all
-    allocate(am, SLICE_A, *[f"h{i}" for i in range(10)], link=False)
+    # 4 + 4 + 2 = 10 slots in all; a shared node takes one sliver per slice
+    allocate(am, SLICE_A, *[f"h{i}" for i in range(9)], link=False)
+    allocate(am, SLICE_B, "h9", link=False)
     with pytest.raises(GeniError) as e:
-        allocate(am, SLICE_B, "one-more")
+        allocate(am, "urn:publicid:IDN+primo:proj+slice+c", "one-more")
     assert e.value.code == GeniCode.INSUFFICIENT_NODES
     assert am.usage().slots == {"pc1": frozenset(range(4)), "pc2": frozenset(range(4)), "shared1": frozenset({0, 1})}
 

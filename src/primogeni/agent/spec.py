@@ -86,7 +86,7 @@ class SliverSpec:
                 raise SpecError(f"sliver {self.urn}: login name {login.user!r} is not a valid user name")
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        return _plain_dict(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -137,7 +137,7 @@ class LinkSpec:
             raise SpecError(f"link {self.urn}: capacity, latency and loss must be ≥ 0 (loss ≤ 1)")
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        return _plain_dict(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -182,7 +182,7 @@ class EventSpec:
             raise SpecError(f"event {self.event_id}: host {self.action} needs a command")
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        return _plain_dict(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -206,6 +206,10 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise SpecError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
     return dict(data)
+
+
+def _plain_dict(value: dict[str, Any]) -> dict[str, Any]:
+    return {k: _plain(v) for k, v in value.items() if v is not None}
 
 
 def _plain(value: Any) -> Any:

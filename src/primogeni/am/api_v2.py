@@ -100,13 +100,16 @@ class AmApiV2:
         urn = parse_urn(slice_urn, "slice_urn", "slice")
         self.ctx.check(creds, caller, urn, "status")
         found = self.ctx.am.status(str(urn))
+        figures = self.ctx.monitor_of(found)
         states = {v2_status(s) for s in found}
         overall = "failed" if "failed" in states else "ready" if states == {"ready"} else (
             "configuring" if "configuring" in states else "notready")
         return {"geni_urn": str(urn), "geni_status": overall,
                 "geni_expires": rfc3339(min(s.expires for s in found)),
                 "geni_resources": [{"geni_urn": s.urn, "geni_status": v2_status(s), "geni_error": s.error,
-                                    "geni_client_id": s.client_id} for s in found]}
+                                    "geni_client_id": s.client_id,
+                                    **({"primo_monitor": figures[s.urn]} if s.urn in figures else {})}
+                                   for s in found]}
 
     def renew_sliver(self, caller: Gid, slice_urn: object, creds: object, when: object,
                      options: object = None) -> object:

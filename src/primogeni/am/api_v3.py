@@ -23,6 +23,7 @@ from primogeni.am.common import (
     sliver_v3,
 )
 from primogeni.am.core import ACTIONS
+from primogeni.am.events import EVENT_ACTIONS
 from primogeni.geni.cert import Gid
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
@@ -108,18 +109,27 @@ class AmApiV3:
         slice_urn, slivers = slice_of(self.ctx, urns)
         self.ctx.check(creds, caller, slice_urn, "status")
         found = self.ctx.am.status(str(slice_urn), slivers)
-        return {"geni_urn": str(slice_urn), "geni_slivers": [sliver_v3(s) for s in found]}
+        figures = self.ctx.monitor_of(found)
+        return {"geni_urn": str(slice_urn),
+                "geni_slivers": [{**sliver_v3(s), **({"primo_monitor": figures[s.urn]} if s.urn in figures else {})}
+                                 for s in found]}
 
     def perform_operational_action(self, caller: Gid, urns: object, creds: object, action: object,
                                    options: object = None) -> object:
-        options_of(options)
+        opts = options_of(options)
         slice_urn, slivers = slice_of(self.ctx, urns)
         self.ctx.check(creds, caller, slice_urn, "operate")
         if not isinstance(action, str):
             raise GeniError(GeniCode.BADARGS, "action must be a string")
+        if action in EVENT_ACTIONS and self.ctx.events is not None:
+            made = self.ctx.events.schedule(str(slice_urn), slivers, action, opts)
+            delivered = {e.id: e for e in self.ctx.events.deliver_pending([e.id for _s, e in made])}
+            return [{**sliver_v3(s), "primo_event_id": e.id, "primo_event_state": delivered.get(e.id, e).state}
+                    for s, e in made]
         if action not in ACTIONS:
+            known = (*ACTIONS, *EVENT_ACTIONS) if self.ctx.events is not None else ACTIONS
             raise GeniError(GeniCode.UNSUPPORTED, f"operational action {action!r} is not supported "
-                                                  f"(supported: {', '.join(ACTIONS)})")
+                                                  f"(supported: {', '.join(known)})")
         return [sliver_v3(s) for s in self.ctx.am.operate(str(slice_urn), slivers, action)]
 
     def renew(self, caller: Gid, urns: object, creds: object, when: object, options: object = None) -> object:

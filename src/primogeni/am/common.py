@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from primogeni.am.core import AggregateManager, Sliver
 from primogeni.geni.cert import Gid, Identity
@@ -22,6 +23,9 @@ from primogeni.geni.credlist import sfa_credentials
 from primogeni.geni.errors import CredentialError, GeniError, UrnError
 from primogeni.geni.times import as_utc, parse_rfc3339, rfc3339
 from primogeni.geni.urn import Urn
+
+if TYPE_CHECKING:
+    from primogeni.am.events import EventQueue
 
 RSPEC_NS = "http://www.geni.net/resources/rspec/3"
 PRIMO_NS = "http://www.primogeni.net/resources/rspec/ext/primogeni/1"
@@ -84,6 +88,15 @@ class Context:
     clock: Callable[[], datetime]
     advertise: Callable[[bool], str]  # available_only → advertisement
     manifest: Callable[[str, Sequence[str] | None], str]  # slice URN, sliver URNs → manifest
+    events: EventQueue | None = None  # PerformOperationalAction's primo:* events
+    monitor: Callable[[Sequence[str]], dict[str, dict[str, Any]]] | None = None  # sliver URNs → figures
+
+    def monitor_of(self, slivers: Sequence[Sliver]) -> dict[str, dict[str, Any]]:
+        """Per provisioned sliver, what the driver measures (empty without a monitoring driver)."""
+        urns = [s.urn for s in slivers if s.allocation == "geni_provisioned"]
+        if self.monitor is None or not urns:
+            return {}
+        return {urn: wire_safe(v) for urn, v in self.monitor(urns).items()}
 
     def credential_values(self, creds: object) -> list[str]:
         """The SFA credential documents among ``creds``; CREDENTIAL_INVALID naming what was
@@ -132,6 +145,17 @@ def slice_expiry(cred: Credential) -> datetime:
 def sliver_v3(s: Sliver) -> dict[str, object]:
     return {"geni_sliver_urn": s.urn, "geni_expires": rfc3339(s.expires), "geni_allocation_status": s.allocation,
             "geni_operational_status": s.operational, "geni_error": s.error}
+
+
+def wire_safe(value: Any) -> Any:
+    """``value`` with integers beyond XML-RPC's 32 bits as doubles (exact to 2**53): counters, sizes."""
+    if isinstance(value, bool) or not isinstance(value, int | dict | list | tuple):
+        return value
+    if isinstance(value, int):
+        return value if -(1 << 31) <= value < (1 << 31) else float(value)
+    if isinstance(value, dict):
+        return {str(k): wire_safe(v) for k, v in value.items()}
+    return [wire_safe(v) for v in value]
 
 
 def slice_of(ctx: Context, urns: object) -> tuple[Urn, list[str] | None]:

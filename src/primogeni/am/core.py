@@ -26,13 +26,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import event, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from primogeni.am.allocate import create_rows
 from primogeni.am.driver import ResourceDriver, SliverPlan
 from primogeni.am.inventory import Inventory
-from primogeni.am.models import ClaimRow, LockRow, SliceRow, SliverRow, TicketRow, VniRow
-from primogeni.am.placement import LinkPlacement, NodePlacement, Usage, ours, place
-from primogeni.am.plans import address_link, free_vni, mac_of, plan_of
+from primogeni.am.models import (
+    ALLOCATED,
+    FAILED,
+    NOTREADY,
+    PENDING,
+    PROVISIONED,
+    READY,
+    UNALLOCATED,
+    ClaimRow,
+    LockRow,
+    SliceRow,
+    SliverRow,
+    TicketRow,
+)
+from primogeni.am.placement import Usage, place
+from primogeni.am.plans import plan_of, plans_of
 from primogeni.am.policy import AdmitAll, Policy
 from primogeni.db import reader_factory
 from primogeni.geni.codes import GeniCode
@@ -42,14 +56,12 @@ from primogeni.geni.urn import Urn
 
 log = logging.getLogger(__name__)
 
-ALLOCATED = "geni_allocated"
-PROVISIONED = "geni_provisioned"
-UNALLOCATED = "geni_unallocated"
-PENDING = "geni_pending_allocation"
-NOTREADY = "geni_notready"
-READY = "geni_ready"
-FAILED = "geni_failed"
+__all__ = ["ACTIONS", "ALLOCATED", "FAILED", "NOTREADY", "PENDING", "PROVISIONED", "READY", "UNALLOCATED",
+           "AggregateManager", "Sliver"]
+
 ACTIONS = ("geni_start", "geni_stop", "geni_restart")
+# What a sliver row owns (deleted with it): loaded up front when many rows are deleted at once.
+OWNED = (selectinload(SliverRow.claims), selectinload(SliverRow.vni), selectinload(SliverRow.subnet))
 
 
 class _DryRun(Exception):
@@ -93,6 +105,8 @@ class AggregateManager:
         self.policy: Policy = policy or AdmitAll()
         self.allocation_lifetime = allocation_lifetime
         self.sliver_lifetime = sliver_lifetime
+        # Which physical nodes may take new slivers now (None: all); the agent registry sets it.
+        self.offered: Callable[[], frozenset[str] | None] = lambda: None
         with sessions.begin() as session:
             if session.get(LockRow, 1) is None:
                 session.add(LockRow(id=1))
@@ -114,9 +128,15 @@ class AggregateManager:
         return Sliver(row.urn, row.slice_urn, row.client_id, row.kind, row.component, row.allocation,
                       row.operational, row.expires, row.error)
 
-    def _slivers(self, session: Session, slice_urn: str, urns: Sequence[str] | None) -> list[SliverRow]:
-        rows = list(session.scalars(select(SliverRow).where(SliverRow.slice_urn == slice_urn)
-                                    .order_by(SliverRow.kind.desc(), SliverRow.client_id)))
+    def _slivers(self, session: Session, slice_urn: str, urns: Sequence[str] | None, *,
+                 owned: bool = False) -> list[SliverRow]:
+        """The slice's slivers (those of ``urns``, in that order); ``owned`` loads their claims, tag and
+        subnet in three queries (for deleting many: no lazy load per row)."""
+        query = select(SliverRow).where(SliverRow.slice_urn == slice_urn).order_by(SliverRow.kind.desc(),
+                                                                                  SliverRow.client_id)
+        if owned:
+            query = query.options(*OWNED)
+        rows = list(session.scalars(query))
         if urns is None:
             return rows
         by_urn = {r.urn: r for r in rows}
@@ -185,10 +205,13 @@ class AggregateManager:
                 raise GeniError(GeniCode.ALREADYEXISTS, f"slice {slice_urn} already has a sliver named {clash[0]!r}")
             held = sum(1 for r in slice_row.slivers if r.kind == "node")
             self.policy.authorize(slice_urn, owner_urn, request, held)
-            node_places, link_places = place(request, self.inventory, self._usage(session), cm=self.cm)
+            node_places, link_places = place(request, self.inventory, self._usage(session), cm=self.cm,
+                                             slice_nodes={r.component for r in slice_row.slivers if r.kind == "node"},
+                                             offered=self.offered())
             if dry_run:
                 raise _DryRun
-            rows = self._create_rows(session, slice_row, request, node_places, link_places, expires, now, ticket_id)
+            rows = create_rows(session, slice_row, request, node_places, link_places, inventory=self.inventory,
+                               cm=self.cm, new_urn=self.sliver_urn, expires=expires, now=now, ticket_id=ticket_id)
             slice_row.request_xml = request_xml
             session.flush()
             return [self._view(r) for r in rows]
@@ -204,52 +227,6 @@ class AggregateManager:
         else:
             row.expires = max(row.expires, slice_expires)
         return row
-
-    def _create_rows(self, session: Session, slice_row: SliceRow, request: Request,
-                     node_places: list[NodePlacement], link_places: list[LinkPlacement], expires: datetime,
-                     now: datetime, ticket_id: str | None) -> list[SliverRow]:
-        req_nodes = {n.client_id: n for n in request.nodes if ours(n, self.cm)}
-        rows: list[SliverRow] = []
-        iface_urn: dict[str, str] = {}
-        for p in node_places:
-            node = req_nodes[p.client_id]
-            urn = self.sliver_urn()
-            phys = self.inventory.node(p.component)
-            assert phys is not None
-            row = SliverRow(urn=urn, slice_urn=slice_row.urn, client_id=p.client_id, kind="node",
-                            component=p.component, sliver_type=node.sliver_type, exclusive=p.exclusive,
-                            allocation=ALLOCATED, operational=PENDING, expires=expires, created=now,
-                            ticket_id=ticket_id)
-            ifaces = []
-            for k, iface in enumerate(node.interfaces):
-                iface_urn[iface.client_id] = urn
-                ifaces.append({"client_id": iface.client_id, "name": f"eth{k + 1}", "mac": mac_of(urn, iface.client_id),
-                               "address": str(iface.ip.address) if iface.ip else None,
-                               "netmask": iface.ip.netmask if iface.ip else None, "link": None})
-            row.spec = json.dumps({"interfaces": ifaces, "hostname": phys.hostname,
-                                   "ssh_port": phys.ssh_port_base + p.slots[0], "users": []})
-            row.claims = [ClaimRow(component=p.component, slot=s) for s in p.slots]
-            session.add(row)
-            rows.append(row)
-        used_vnis = set(session.scalars(select(VniRow.vni)))
-        req_links = {link.client_id: link for link in request.links}
-        by_client = {r.client_id: r for r in rows}
-        for lp in link_places:
-            link = req_links[lp.client_id]
-            vni = free_vni(used_vnis)
-            used_vnis.add(vni)
-            urn = self.sliver_urn()
-            row = SliverRow(urn=urn, slice_urn=slice_row.urn, client_id=lp.client_id, kind="link",
-                            component=lp.physical_link, allocation=ALLOCATED, operational=PENDING,
-                            expires=expires, created=now, ticket_id=ticket_id, bandwidth_kbps=lp.bandwidth_kbps)
-            row.vni = VniRow(vni=vni, sliver_urn=urn)
-            row.spec = json.dumps({"interface_refs": list(link.interface_refs), "vni": vni,
-                                   "capacity_kbps": link.capacity_kbps, "latency_ms": link.latency_ms,
-                                   "packet_loss": link.packet_loss, "link_type": link.link_type})
-            address_link(urn, vni, link.interface_refs, by_client, iface_urn)
-            session.add(row)
-            rows.append(row)
-        return rows
 
     # -- provisioning and operation --------------------------------------------------------------
 
@@ -280,21 +257,26 @@ class AggregateManager:
                     spec = json.loads(r.spec)
                     spec["users"] = user_list
                     r.spec = json.dumps(spec)
-            plans = [plan_of(session, r) for r in todo]
+            plans = plans_of(session, todo)
         done: list[str] = []
+        batch = getattr(self.driver, "provision_many", None)
         try:
-            for plan in plans:
-                self.driver.provision(plan)
-                done.append(plan.sliver_urn)
+            if batch is not None:
+                done = [p.sliver_urn for p in plans]  # on failure, release all: releasing is idempotent
+                batch(plans)
+            else:
+                for plan in plans:
+                    self.driver.provision(plan)
+                    done.append(plan.sliver_urn)
         except Exception as exc:
             log.exception("provision of %s failed; rolling back", slice_urn)
-            for urn in done:
-                self.driver.release(urn)
+            self._driver_release(done)
             with self.sessions.begin() as session:
                 for r in self._slivers(session, slice_urn, [p.sliver_urn for p in plans]):
                     r.phase = ""
-                    r.error = f"provision failed: {exc}"
-            raise GeniError(GeniCode.ERROR, f"provisioning failed and was rolled back: {exc}") from exc
+                    r.error = f"provision failed: {exc.reason if isinstance(exc, GeniError) else exc}"
+            reason = exc.reason if isinstance(exc, GeniError) else str(exc)
+            raise GeniError(GeniCode.ERROR, f"provisioning failed and was rolled back: {reason}") from exc
         with self.sessions.begin() as session:
             rows = self._slivers(session, slice_urn, urns)
             for r in rows:
@@ -430,9 +412,10 @@ class AggregateManager:
             self._lock(session)
             if session.get(SliceRow, slice_urn) is None:
                 raise GeniError(GeniCode.SEARCHFAILED, f"slice {slice_urn} has no slivers here")
-            rows = self._slivers(session, slice_urn, urns)
+            rows = self._slivers(session, slice_urn, urns, owned=True)
             pending: list[str] = []
-            gone = [self._release(session, r, pending) for r in rows]
+            with session.no_autoflush:
+                gone = [self._release(session, r, pending) for r in rows]
         self._driver_release(pending)
         return gone
 
@@ -449,6 +432,15 @@ class AggregateManager:
         return view
 
     def _driver_release(self, urns: Iterable[str]) -> None:
+        batch = getattr(self.driver, "release_many", None)
+        if batch is not None:
+            try:
+                batch(list(urns))
+            except GeniError as exc:  # the driver keeps what it could not release and retries (sweep)
+                log.warning("driver could not release everything yet: %s", exc.reason)
+            except Exception:  # as below
+                log.exception("driver failed to release some slivers; recover() will retry")
+            return
         for urn in urns:
             try:
                 self.driver.release(urn)
@@ -531,7 +523,8 @@ class AggregateManager:
         pending: list[str] = []
         with self.sessions.begin() as session:
             self._lock(session)
-            for row in session.scalars(select(SliverRow).where(SliverRow.expires <= now, SliverRow.phase == "")):
+            expired = select(SliverRow).where(SliverRow.expires <= now, SliverRow.phase == "").options(*OWNED)
+            for row in session.scalars(expired):
                 log.info("reaping %s sliver %s (%s) of %s", row.allocation, row.urn, row.client_id, row.slice_urn)
                 self._release(session, row, pending)
                 freed += 1
@@ -549,15 +542,13 @@ class AggregateManager:
         """Roll back provisions cut short by a crash, and release what the driver holds but we do not."""
         with self.sessions() as session:
             interrupted = list(session.scalars(select(SliverRow.urn).where(SliverRow.phase == "provisioning")))
-        for urn in interrupted:
-            self.driver.release(urn)
+        self._driver_release(interrupted)
         with self.sessions.begin() as session:
             for row in session.scalars(select(SliverRow).where(SliverRow.urn.in_(interrupted))):
                 row.phase = ""
             known = set(session.scalars(select(SliverRow.urn).where(SliverRow.allocation == PROVISIONED)))
         orphans = self.driver.held() - known
-        for orphan in orphans:
-            self.driver.release(orphan)
+        self._driver_release(sorted(orphans))
         rolled = interrupted + sorted(orphans)
         if rolled:
             log.warning("recovery rolled back %d sliver(s): %s", len(rolled), ", ".join(rolled))

@@ -5,6 +5,11 @@ data — everything a node agent needs to build one sliver — and the driver ca
 idempotent, so the AM can replay them after a crash. The node agents of the substrate implement
 this same interface; :class:`RecordingDriver` records plans in the AM's database, which is
 what the control-framework tests use and what an AM without a substrate runs on.
+
+Beyond the protocol a driver may offer (the AM looks for them): ``provision_many(plans)`` and
+``release_many(urns)`` (batches, e.g. in parallel), ``deliver(event, nodes)`` (events),
+``monitor(urns)`` (per-sliver figures), ``node_usage()`` (per physical node figures) and
+``sweep()`` (retry what could not be finished, run by the reaper).
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from typing import Protocol
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from primogeni.agent.spec import EventSpec
 from primogeni.am.models import PlanRow
 from primogeni.db import reader_factory
+from primogeni.geni.codes import GeniCode
+from primogeni.geni.errors import GeniError
 
 
 @dataclass(frozen=True)
@@ -59,9 +67,26 @@ class SliverPlan:
     latency_ms: float | None = None
     packet_loss: float | None = None
     model: dict[str, object] | None = field(default=None)  # the virtual model, for simulator slivers
+    # node slivers: the control port range [lo, hi] (ssh on lo), the slice's hosts (client_id →
+    # first experimental address), its link VNIs and the physical nodes of its node slivers (vsys)
+    ports: tuple[int, int] | None = None
+    hosts: tuple[tuple[str, str], ...] = ()
+    vsys_keys: tuple[int, ...] = ()
+    vsys_peers: tuple[str, ...] = ()
+    # link slivers, aligned with ``endpoints``: the physical node and the interface's device name
+    nodes: tuple[str, ...] = ()
+    iface_names: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+
+class EventRefused(GeniError):
+    """A driver took an event but it cannot be applied (a bad command, a sliver the node does not hold):
+    the event fails for good instead of being retried."""
+
+    def __init__(self, message: str):
+        super().__init__(GeniCode.ERROR, message)
 
 
 class ResourceDriver(Protocol):
@@ -98,6 +123,7 @@ class RecordingDriver:
         self._readers = reader_factory(sessions.kw["bind"])
         self._delay = delay
         self._clock = clock
+        self.events: list[tuple[EventSpec, tuple[str, ...]]] = []  # delivered events and their nodes
 
     def _set(self, sliver_urn: str, state: str, plan: SliverPlan | None = None) -> None:
         with self._sessions.begin() as session:
@@ -142,6 +168,11 @@ class RecordingDriver:
             query = query.where(PlanRow.sliver_urn.in_(list(among)))
         with self._readers() as session:
             return set(session.scalars(query))
+
+    def deliver(self, event: EventSpec, nodes: Collection[str]) -> str:
+        """Record an event (kept in ``events``, in this process only); always ``"applied"``."""
+        self.events.append((event, tuple(nodes)))
+        return "applied"
 
     def plan(self, sliver_urn: str) -> dict[str, object] | None:
         """The recorded plan of one sliver (tests and ``primo am`` diagnostics)."""

@@ -2,8 +2,10 @@
 
 Exclusivity is enforced by the database itself, not only by the allocator: a node sliver owns
 rows in ``am_claims`` keyed by (component, slot) and a link sliver owns a row in ``am_vnis``
-keyed by its VNI, so two slices can never hold the same slot or tag, even if two AM processes
-raced past their checks.
+keyed by its VNI (and its experimental subnet in ``am_subnets``), so two slices can never hold the
+same slot, tag or subnet, even if two AM processes raced past their checks. The agent registry
+(``am_agents``), the agent driver's placement record (``am_driver_links``) and events
+(``am_events``) live here too.
 """
 
 from __future__ import annotations
@@ -13,6 +15,15 @@ from datetime import UTC, datetime
 from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Sliver states (AM API v3): allocation and operational.
+ALLOCATED = "geni_allocated"
+PROVISIONED = "geni_provisioned"
+UNALLOCATED = "geni_unallocated"
+PENDING = "geni_pending_allocation"
+NOTREADY = "geni_notready"
+READY = "geni_ready"
+FAILED = "geni_failed"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -78,6 +89,7 @@ class SliverRow(Base):
     slice: Mapped[SliceRow] = relationship(back_populates="slivers")
     claims: Mapped[list[ClaimRow]] = relationship(cascade="all, delete-orphan")
     vni: Mapped[VniRow | None] = relationship(cascade="all, delete-orphan")
+    subnet: Mapped[SubnetRow | None] = relationship(cascade="all, delete-orphan")
 
 
 class ClaimRow(Base):
@@ -97,6 +109,16 @@ class VniRow(Base):
 
     vni: Mapped[int] = mapped_column(Integer, primary_key=True)
     sliver_urn: Mapped[str] = mapped_column(ForeignKey("am_slivers.urn", ondelete="CASCADE"), unique=True)
+
+
+class SubnetRow(Base):
+    """The experimental subnet (from the configured pool) of one link sliver: no two links share one."""
+
+    __tablename__ = "am_subnets"
+
+    subnet: Mapped[str] = mapped_column(String(64), primary_key=True)  # "10.128.0.0/24"
+    sliver_urn: Mapped[str] = mapped_column(ForeignKey("am_slivers.urn", ondelete="CASCADE"), unique=True)
+    slice_urn: Mapped[str] = mapped_column(String(512), index=True)
 
 
 class TicketRow(Base):
@@ -121,6 +143,59 @@ class PlanRow(Base):
     plan: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))  # provisioned | started | stopped
     updated: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AgentRow(Base):
+    """A node agent as it last registered (``Register`` at ``/primo/registry/1``)."""
+
+    __tablename__ = "am_agents"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)  # the physical node (inventory name)
+    urn: Mapped[str] = mapped_column(String(512))
+    url: Mapped[str] = mapped_column(String(1024))  # https://<underlay>:<port>/primo/agent/1
+    underlay: Mapped[str] = mapped_column(String(64))  # the node's underlay IPv4 address
+    kind: Mapped[str] = mapped_column(String(16))
+    capacity: Mapped[int] = mapped_column(Integer)
+    facts: Mapped[str] = mapped_column(Text, default="{}")  # JSON: cpus, mem_total, disk_total, interfaces
+    features: Mapped[str] = mapped_column(Text, default="{}")  # JSON: what the node's kernel offers
+    registered: Mapped[datetime] = mapped_column(UtcDateTime)  # first registration
+    last_seen: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class DriverSliverRow(Base):
+    """Where the agent driver put a sliver or link: the physical nodes to reach for stop/release.
+
+    Written before the agents are called (so a crash in between still lets release reach them) and
+    deleted once every node released it; ``state = "releasing"`` marks a release still to retry.
+    """
+
+    __tablename__ = "am_driver_links"
+
+    urn: Mapped[str] = mapped_column(String(512), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # "node" | "link"
+    slice_urn: Mapped[str] = mapped_column(String(512), index=True)
+    nodes: Mapped[str] = mapped_column(Text)  # JSON list of physical node names
+    detail: Mapped[str] = mapped_column(Text, default="{}")  # JSON: node slivers' slot and interface names
+    state: Mapped[str] = mapped_column(String(16), default="held")  # held | releasing
+    updated: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class EventRow(Base):
+    """An Emulab-style event (link down/up, host start/stop/reboot); its id is the event_id agents see."""
+
+    __tablename__ = "am_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    slice_urn: Mapped[str] = mapped_column(String(512), index=True)
+    target: Mapped[str] = mapped_column(String(512))  # sliver URN of the link or host
+    kind: Mapped[str] = mapped_column(String(8))  # "link" | "host"
+    action: Mapped[str] = mapped_column(String(16))  # down | up | start | stop | reboot
+    command: Mapped[str] = mapped_column(Text, default="[]")  # JSON argv (host start/stop)
+    at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)  # None: now
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class LockRow(Base):

@@ -6,11 +6,15 @@ the GENI error a client expects: ``BADARGS`` for a request that names what does 
 ``UNAVAILABLE`` when a named node is busy, ``INSUFFICIENT_NODES`` when there is not enough room,
 ``INSUFFICIENT_BANDWIDTH`` when a link does not fit. Unbound nodes go to the node with the most
 free slots (ties by name), so placement is deterministic.
+
+A shared node holds at most one sliver per slice (the PlanetLab rule), counting what the slice
+already holds there; cluster nodes take several. Only ``offered`` nodes (those whose agent is
+alive, when the AM drives agents) take new slivers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from primogeni.am.inventory import Inventory, PhysicalLink
@@ -47,24 +51,40 @@ def ours(node: ReqNode, cm: Urn) -> bool:
     return node.component_manager_id is None or node.component_manager_id == cm
 
 
-def place(request: Request, inventory: Inventory, usage: Usage, *, cm: Urn) -> tuple[
-        list[NodePlacement], list[LinkPlacement]]:
+@dataclass
+class _State:
+    """What placement tracks while it works through one request."""
+
+    free: dict[str, set[int]]  # free slots per physical node
+    slice_nodes: dict[str, str]  # shared node → who of this slice holds it ("" = an earlier allocation)
+    offered: Collection[str] | None
+
+
+def place(request: Request, inventory: Inventory, usage: Usage, *, cm: Urn, slice_nodes: Collection[str] = (),
+          offered: Collection[str] | None = None) -> tuple[list[NodePlacement], list[LinkPlacement]]:
+    """Place ``request``; ``slice_nodes``: physical nodes where the slice holds slivers already;
+    ``offered``: the nodes that may take slivers now (None: all)."""
     nodes = [n for n in request.nodes if ours(n, cm)]
     if not nodes:
         raise GeniError(GeniCode.BADARGS, f"the request names no node for this aggregate ({cm})")
     free = {n.name: set(range(n.capacity)) - set(usage.slots.get(n.name, frozenset())) for n in inventory.nodes}
+    state = _State(free, dict.fromkeys(slice_nodes, ""), offered)
     placed: dict[str, NodePlacement] = {}
     # Bound nodes first (they have no choice), then unbound ones, each in request order.
     for node in sorted(nodes, key=lambda n: n.component_id is None):
-        placed[node.client_id] = _place_node(node, inventory, free, cm)
+        placed[node.client_id] = _place_node(node, inventory, state, cm)
+        phys = inventory.node(placed[node.client_id].component)
+        if phys is not None and phys.kind == "shared":
+            state.slice_nodes[phys.name] = node.client_id
     link_used = dict(usage.link_kbps)
     links = [_place_link(link, request, placed, inventory, link_used) for link in request.links
              if any(_owner(request, ref) in placed for ref in link.interface_refs)]
     return [placed[n.client_id] for n in nodes], links
 
 
-def _place_node(node: ReqNode, inventory: Inventory, free: dict[str, set[int]], cm: Urn) -> NodePlacement:
+def _place_node(node: ReqNode, inventory: Inventory, state: _State, cm: Urn) -> NodePlacement:
     exclusive = bool(node.exclusive)
+    free = state.free
     if node.component_id is not None:
         if node.component_id.authority != cm.authority or node.component_id.type != "node":
             raise GeniError(GeniCode.BADARGS, f"node {node.client_id!r}: component_id {node.component_id} "
@@ -76,6 +96,16 @@ def _place_node(node: ReqNode, inventory: Inventory, free: dict[str, set[int]], 
         if exclusive and not phys.exclusive:
             raise GeniError(GeniCode.BADARGS, f"node {node.client_id!r}: {phys.name} is a shared node "
                                               "and cannot be given exclusively")
+        if state.offered is not None and phys.name not in state.offered:
+            raise GeniError(GeniCode.UNAVAILABLE, f"node {node.client_id!r}: {phys.name} is not available now "
+                                                  "(its node agent has not registered or stopped reporting)")
+        if phys.kind == "shared" and phys.name in state.slice_nodes:
+            other = state.slice_nodes[phys.name]
+            if other:
+                raise GeniError(GeniCode.BADARGS, f"node {node.client_id!r}: {phys.name} is a shared node, which "
+                                                  f"holds at most one sliver per slice, and {other!r} is bound there")
+            raise GeniError(GeniCode.UNAVAILABLE, f"node {node.client_id!r}: the slice already has a sliver on shared "
+                                                  f"node {phys.name} (at most one sliver per slice there)")
         need = phys.capacity if exclusive else 1
         if len(free[phys.name]) < need:
             what = "all its slots" if exclusive else "a slot"
@@ -84,14 +114,18 @@ def _place_node(node: ReqNode, inventory: Inventory, free: dict[str, set[int]], 
         return _take(node.client_id, phys.name, free, need, exclusive)
     candidates = [p for p in inventory.nodes if node.sliver_type in p.sliver_types
                   and (p.exclusive or not exclusive)
-                  and len(free[p.name]) >= (p.capacity if exclusive else 1)]
+                  and len(free[p.name]) >= (p.capacity if exclusive else 1)
+                  and (state.offered is None or p.name in state.offered)
+                  and not (p.kind == "shared" and p.name in state.slice_nodes)]
     if not candidates:
         if not any(node.sliver_type in p.sliver_types for p in inventory.nodes):
             raise GeniError(GeniCode.BADARGS, f"node {node.client_id!r}: sliver type {node.sliver_type!r} is not "
                                               "offered here (see the advertisement)")
         what = "a whole free node" if exclusive else "a free slot"
+        alive = "; only nodes with a live agent count" if state.offered is not None else ""
         raise GeniError(GeniCode.INSUFFICIENT_NODES, f"node {node.client_id!r}: no physical node has {what} "
-                                                     f"for sliver type {node.sliver_type!r}")
+                                                     f"for sliver type {node.sliver_type!r} (a shared node takes "
+                                                     f"one sliver per slice{alive})")
     best = min(candidates, key=lambda p: (-len(free[p.name]), p.name))
     return _take(node.client_id, best.name, free, best.capacity if exclusive else 1, exclusive)
 

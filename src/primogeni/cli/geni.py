@@ -281,9 +281,12 @@ def _register(home: Path, url: str) -> None:
               help="Make every sliver's provisioning take this long (for restart tests).")
 @click.option("--register/--no-register", default=True, show_default=True,
               help="Register with the clearinghouse named in client.toml on start.")
+@click.option("--driver", type=click.Choice(["recording", "agents"]), default="recording", show_default=True,
+              help="recording: keep sliver plans in the database; agents: drive the substrate's node agents "
+                   "(they register at /primo/registry/1).")
 @reports_errors
 def am_command(home: Path, db_url: str | None, host: str, port: int | None, driver_delay: float,
-               register: bool) -> None:
+               register: bool, driver: str) -> None:
     """Serve the aggregate manager of HOME (AM API v2 and v3, ProtoGENI CM v2) until stopped."""
     from primogeni.am.service import AmService
 
@@ -293,12 +296,13 @@ def am_command(home: Path, db_url: str | None, host: str, port: int | None, driv
             fail(f"{needed} does not exist: run `primo init --home {home}` first", 2)
     port = _default_port(home, "am_url", DEFAULT_AM_PORT) if port is None else port
     try:
-        service = AmService(home, db_url=db_url, host=host, port=port, driver_delay=driver_delay)
+        service = AmService(home, db_url=db_url, host=host, port=port, driver_delay=driver_delay, driver=driver)
     except OSError as e:
         fail(f"cannot listen on {host}:{port}: {e.strerror or e}", 1)
     click.echo(f"aggregate {service.identity.gid.urn}")
     for version, url in service.urls.items():
-        click.echo(f"  {'AM API v' + version if version != 'cm' else 'ProtoGENI CM':14} {url}")
+        label = {"cm": "ProtoGENI CM", "registry": "agent registry"}.get(version, f"AM API v{version}")
+        click.echo(f"  {label:14} {url}")
     if register:
         _register(home, _registration_url(service.urls["3"], host, home))
     _serve(service, "aggregate manager")

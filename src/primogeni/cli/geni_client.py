@@ -1,7 +1,9 @@
 """The client commands of ``primo``: keys, projects and slices at the clearinghouse; resources and
 slivers at the aggregate. Each loads ``HOME/client.toml`` and calls :class:`~primogeni.client.PrimoClient`.
 
-Slices are named ``project/name`` or ``name`` (in the default project). ``--json`` prints what
+Slices are named ``project/name`` or ``name`` (in the default project). ``primo event`` sends
+Emulab-style events (link down/up, host start/stop/reboot) to a slice's slivers by client_id;
+``primo status`` also shows what the nodes measure when the aggregate reports it. ``--json`` prints what
 the servers answered (slivers, records, a manifest's summary) for scripts; otherwise tables.
 Errors and exit codes are those of :mod:`primogeni.cli.geni`.
 """
@@ -212,10 +214,15 @@ def resources(available: bool, as_xml: bool, home: Path, as_json: bool) -> None:
         click.echo(rspec)
         return
     nodes = advertised_nodes(rspec)
+
+    def load(n: dict[str, Any]) -> str:
+        u = n.get("usage")
+        return f"{u['cpu_percent']:.0f}% of {u['cpus']:.0f} CPUs, {_bytes(u['mem_available'])} free" if u else "-"
+
     print_records({"nodes": nodes}, as_json,
-                  "Resources", ("node", "kind", "free/capacity", "exclusive", "sliver types"),
+                  "Resources", ("node", "kind", "free/capacity", "exclusive", "sliver types", "load"),
                   ((n["name"], n["kind"], f"{n['available']}/{n['capacity']}", "yes" if n["exclusive"] else "no",
-                    ", ".join(n["sliver_types"])) for n in nodes))
+                    ", ".join(n["sliver_types"]), load(n)) for n in nodes))
 
 
 @click.command("allocate")
@@ -284,11 +291,33 @@ def overall(slivers: list[dict[str, Any]]) -> str:
 @click.argument("slice_name", metavar="SLICE")
 @client_options
 def status(slice_name: str, home: Path, as_json: bool) -> None:
-    """The state of SLICE's slivers at the aggregate."""
+    """The state of SLICE's slivers at the aggregate, and what their nodes measure (CPU, memory, traffic)."""
     answer = _client(home).status(slice_name)
     slivers = list(iter_slivers(answer))
     word = overall(slivers)
     _slivers_out(f"{answer.get('geni_urn')}: {word}", str(answer.get("geni_urn")), answer, as_json, status=word)
+    measured = [s for s in slivers if isinstance(s.get("primo_monitor"), dict)]
+    if measured and not as_json:
+        print_table("Monitor", ("sliver", "cpu", "memory", "interfaces (rx / tx)"),
+                    ((s.get("geni_sliver_urn"), f"{float(s['primo_monitor'].get('cpu_ns', 0)) / 1e9:.2f} s",
+                      _bytes(s["primo_monitor"].get("memory_bytes")), _traffic(s["primo_monitor"])) for s in measured))
+
+
+def _bytes(value: object) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _traffic(figures: dict[str, Any]) -> str:
+    interfaces = figures.get("interfaces") or {}
+    return "\n".join(f"{name} {_bytes(c.get('rx_bytes'))} / {_bytes(c.get('tx_bytes'))}"
+                     for name, c in sorted(interfaces.items()) if isinstance(c, dict))
 
 
 def _manifest_tables(summary: dict[str, list[dict[str, Any]]]) -> None:
@@ -337,6 +366,63 @@ def renew(slice_name: str, days: float | None, until: str | None, home: Path, as
     _slivers_out(f"Renewed until {rfc3339(when)}", str(client.slice_urn(slice_name)), answer, as_json)
 
 
+_EVENTS = {"link": ("down", "up"), "host": ("start", "stop", "reboot")}
+
+
+def _event_time(at: str | None) -> str | None:
+    """``--at``: RFC 3339, or ``+SECONDS`` from now; None for now."""
+    if at is None:
+        return None
+    if at.startswith("+"):
+        try:
+            return rfc3339(datetime.now(UTC) + timedelta(seconds=float(at[1:])))
+        except ValueError:
+            fail(f"--at {at!r}: +SECONDS must be a number", 2)
+    try:
+        return rfc3339(parse_time(at))
+    except ValueError:
+        fail(f"--at {at!r} is neither an RFC 3339 time (2030-01-31T12:00:00Z) nor +SECONDS", 2)
+
+
+@click.command("event")
+@click.argument("slice_name", metavar="SLICE")
+@click.argument("kind", type=click.Choice(sorted(_EVENTS)))
+@click.argument("name", metavar="NAME")
+@click.argument("action", type=click.Choice(["down", "up", "start", "stop", "reboot"]))
+@click.argument("command", nargs=-1, metavar="[-- CMD...]")
+@click.option("--at", "at", metavar="TIME", help="When: RFC 3339, or +SECONDS from now [default: now].")
+@client_options
+def event(slice_name: str, kind: str, name: str, action: str, command: tuple[str, ...], at: str | None,
+          home: Path, as_json: bool) -> None:
+    """Send an event to SLICE's link or host NAME (its client_id).
+
+    \b
+    primo event SLICE link NAME down|up [--at TIME]
+    primo event SLICE host NAME start|stop [--at TIME] -- CMD ARG...
+    primo event SLICE host NAME reboot [--at TIME]
+    """
+    if action not in _EVENTS[kind]:
+        fail(f"a {kind} event is one of {', '.join(_EVENTS[kind])}, not {action!r}", 2)
+    if action in ("start", "stop") and not command:
+        fail(f"host {action} needs a command: primo event SLICE host NAME {action} -- CMD ARG...", 2)
+    if command and action not in ("start", "stop"):
+        fail(f"{kind} {action} takes no command", 2)
+    when = _event_time(at)
+    client = _client(home)
+    summary = manifest_summary(client.describe(slice_name)["geni_rspec"])
+    known = {e["client_id"]: e["sliver_id"] for e in summary["nodes" if kind == "host" else "links"]}
+    if name not in known:
+        fail(f"slice {slice_name} has no {kind} {name!r} (it has: {', '.join(sorted(known)) or 'none'})", 2)
+    options: dict[str, Any] = {"primo_command": list(command)} if command else {}
+    if when is not None:
+        options["primo_at"] = when
+    answer = client.perform_operational_action(slice_name, f"primo:{kind}-{action}", [known[name]], options)
+    print_records({"slice": str(client.slice_urn(slice_name)), "events": answer}, as_json,
+                  f"{kind} {name} {action} at {when or 'now'}", ("sliver", "event", "state"),
+                  ((s.get("geni_sliver_urn"), s.get("primo_event_id"), s.get("primo_event_state"))
+                   for s in answer))
+
+
 @click.command("delete")
 @click.argument("slice_name", metavar="SLICE")
 @client_options
@@ -348,4 +434,4 @@ def delete(slice_name: str, home: Path, as_json: bool) -> None:
 
 
 COMMANDS = (key, project, slice_, resources, allocate, provision, create, start, stop, status, manifest, renew,
-            delete)
+            delete, event)

@@ -166,5 +166,9 @@ from primogeni.cli.geni import register as _register_geni  # noqa: E402  (after 
 
 _register_geni(main)
 
+from primogeni.cli.substrate import register as _register_substrate  # noqa: E402
+
+_register_substrate(main)
+
 if __name__ == "__main__":  # python -m primogeni.cli.main
     main()

@@ -4,7 +4,9 @@ One ``<node>`` per physical node with its hardware type (``primo-shared`` or
 ``primo-cluster``), the sliver types it can hold, ``<available now=…>``, its interfaces, an
 optional ``<location>``, and the PrimoGENI ``<primo:capacity slots= available=>`` element;
 one ``<link>`` per physical link between two advertised interfaces, with a property in each
-direction. The values come from the aggregate's inventory; this module only writes them.
+direction. A node whose agent reports its load also gets ``<primo:usage cpus= cpu_percent= load1=
+mem_total= mem_available= disk_free=>``. The values come from the aggregate's inventory and
+agents; this module only writes them.
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ def advertisement(
             )
             interfaces.add(str(interface.component_id))
         sub(element, primo_tag("capacity"), slots=str(node.capacity), available=str(node.available))
+        if node.usage is not None:
+            u = node.usage
+            sub(element, primo_tag("usage"), cpus=str(int(u.cpus)), cpu_percent=number(u.cpu_percent),
+                load1=number(u.load1), mem_total=str(int(u.mem_total)), mem_available=str(int(u.mem_available)),
+                disk_free=str(int(u.disk_free)))
     for link in links:
         element = sub(
             root, rspec_tag("link"), component_id=claim(link.component_id, f"link {link.name!r}"),

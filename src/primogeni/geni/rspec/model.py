@@ -90,6 +90,24 @@ class AdInterface:
 
 
 @dataclass(frozen=True)
+class NodeUsage:
+    """What a physical node's agent last measured (``<primo:usage>``): sizes in bytes, CPU in % of all CPUs."""
+
+    cpus: int
+    cpu_percent: float
+    load1: float
+    mem_total: int
+    mem_available: int
+    disk_free: int
+
+    def __post_init__(self) -> None:
+        for name in ("cpus", "cpu_percent", "load1", "mem_total", "mem_available", "disk_free"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise bad(f"usage: {name} must be a number >= 0, not {value!r}")
+
+
+@dataclass(frozen=True)
 class AdNode:
     """A physical node the aggregate offers (a "meta resource")."""
 
@@ -103,6 +121,7 @@ class AdNode:
     sliver_types: tuple[str, ...] = SLIVER_TYPES
     interfaces: tuple[AdInterface, ...] = ()
     location: Location | None = None
+    usage: NodeUsage | None = None  # the node's last measured load, when its agent reports it
 
     def __post_init__(self) -> None:
         where = f"node {self.name!r}"
@@ -438,6 +457,7 @@ __all__ = [
     "ManInterface",
     "ManLink",
     "ManNode",
+    "NodeUsage",
     "ReqInterface",
     "ReqIp",
     "ReqLink",

@@ -1,0 +1,105 @@
+"""Bandwidth shaping: the qdiscs the kernel reports, and the rate a real TCP flow (iperf3) gets."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+
+import pytest
+
+from primogeni.emu import links, netns, tc
+from primogeni.errors import EmuError
+
+
+def test_default_burst_is_ten_milliseconds_of_traffic_but_at_least_16_kib() -> None:
+    assert tc.default_burst(20_000) == 25_000
+    assert tc.default_burst(1_000) == 16 * 1024
+    with pytest.raises(EmuError):
+        tc.default_burst(0)
+
+
+def _pair(netns_factory: Callable[..., str]) -> tuple[str, str]:
+    """Two namespaces joined by a veth: 10.77.0.1 (``primo-tx``) and 10.77.0.2 (``primo-rx``)."""
+    left, right = netns_factory("tx"), netns_factory("rx")
+    with netns.iproute(left) as ipr:
+        links.add_veth(ipr, "primo-tx", "primo-rx", peer_netns=right, up=True)
+        links.add_address(ipr, "primo-tx", ipaddress.IPv4Interface("10.77.0.1/24"))
+    with netns.iproute(right) as ipr:
+        links.set_up(ipr, "primo-rx")
+        links.add_address(ipr, "primo-rx", ipaddress.IPv4Interface("10.77.0.2/24"))
+    return left, right
+
+
+def _listening(pid: int, port: int) -> bool:
+    """Whether process ``pid`` (or anyone in its namespace) listens on TCP ``port``: /proc/PID/net/tcp."""
+    try:
+        with open(f"/proc/{pid}/net/tcp") as table:
+            next(table)
+            return any(line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A" for line in table)
+    except OSError:
+        return False
+
+
+def _iperf_mbps(left: str, right: str, seconds: int) -> float:
+    """TCP throughput from ``left`` to ``right`` measured by iperf3, in Mbit/s."""
+    iperf = shutil.which("iperf3")
+    if iperf is None:
+        pytest.skip("iperf3 is not installed")
+    server = netns.popen(right, [iperf, "-s", "-1", "-B", "10.77.0.2", "-p", "5301"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not _listening(server.pid, 5301):
+            assert server.poll() is None and time.monotonic() < deadline, "the iperf3 server did not start"
+            time.sleep(0.01)
+        run = netns.run(left, [iperf, "-c", "10.77.0.2", "-p", "5301", "-t", str(seconds), "-J"],
+                        capture_output=True, text=True, timeout=30)
+        result = json.loads(run.stdout)
+        assert run.returncode == 0 and "error" not in result, f"iperf3 failed: {run.stdout[-500:]}"
+        return float(result["end"]["sum_received"]["bits_per_second"]) / 1e6
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.mark.root
+def test_tbf_limits_a_tcp_flow_to_the_rate(netns_factory: Callable[..., str]) -> None:
+    left, right = _pair(netns_factory)
+    with netns.iproute(left) as ipr:
+        assert tc.rate_of(ipr, "primo-tx") is None
+        tc.shape(ipr, "primo-tx", 20_000)
+        assert tc.rate_of(ipr, "primo-tx") == 20_000
+    measured = _iperf_mbps(left, right, 2)
+    assert 20 * 0.85 <= measured <= 20 * 1.15, f"{measured:.1f} Mbit/s through a 20 Mbit/s tbf"
+    with netns.iproute(left) as ipr:
+        tc.clear(ipr, "primo-tx")
+        tc.clear(ipr, "primo-tx")
+        assert tc.rate_of(ipr, "primo-tx") is None
+    assert _iperf_mbps(left, right, 1) > 40  # and without it the veth is far faster
+
+
+@pytest.mark.root
+def test_htb_limits_a_tcp_flow_to_the_rate(netns_factory: Callable[..., str]) -> None:
+    left, right = _pair(netns_factory)
+    with netns.iproute(left) as ipr:
+        tc.shape_htb(ipr, "primo-tx", 10_000)
+        assert tc.rate_of(ipr, "primo-tx") == 10_000
+        tc.shape(ipr, "primo-tx", 30_000)  # one root qdisc replaces the other
+        assert tc.rate_of(ipr, "primo-tx") == 30_000
+        tc.shape_htb(ipr, "primo-tx", 10_000)
+    measured = _iperf_mbps(left, right, 2)
+    assert 10 * 0.85 <= measured <= 10 * 1.15, f"{measured:.1f} Mbit/s through a 10 Mbit/s htb class"
+
+
+@pytest.mark.root
+def test_shaping_a_missing_device_names_it(netns_factory: Callable[..., str]) -> None:
+    ns = netns_factory()
+    with netns.iproute(ns) as ipr:
+        with pytest.raises(EmuError, match="primo-none"):
+            tc.shape(ipr, "primo-none", 1000)
+        with pytest.raises(EmuError):
+            tc.rate_of(ipr, "primo-none")
