@@ -193,7 +193,7 @@ def test_killed_agent_comes_back_and_reconciles(testbed: Testbed, lan: dict[str,
     # the slivers live on without their agent
     assert ping(testbed.home, "lan3", "h1", addr["h2"])
     # something leaks while the agent is down: a stray device in the node namespace
-    subprocess.run(["ip", "-n", "primo-pc2", "link", "add", "primo999e0", "type", "dummy"], check=True)
+    subprocess.run(["ip", "-n", "primo-pc2", "link", "add", "primo999e0", "type", "bridge"], check=True)
     primo(testbed.home, "substrate", "up", "--nodes", "3", "--capacity", "8")  # restarts the dead agent
     assert _agent_pid(testbed, "pc2") != pid
     deadline = time.monotonic() + 30

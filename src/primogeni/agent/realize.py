@@ -433,12 +433,8 @@ class Realizer(LinkRealizer):
 
     @property
     def sshd_dir(self) -> Path:
-        """sshd's host keys and per-sliver configuration: under ``state_dir`` unless containers cannot
-        see it there (their ``/tmp``, ``/home``, ``/run`` are their own), then ``/var/lib/primo/sshd``."""
-        here = (self.state_dir / "sshd").resolve()
-        if not any(here == p or p in here.parents for p in sshd.PRIVATE_IN_CONTAINER):
-            return here
-        return Path("/var/lib/primo/sshd") / f"{self.node}-{hashlib.sha256(bytes(here)).hexdigest()[:8]}"
+        """sshd's host keys and per-sliver configuration (:func:`primogeni.emu.sshd.conf_root`)."""
+        return sshd.conf_root(self.node, self.state_dir)
 
     def _ensure_sshd(self, spec: SliverSpec, c: container.Container) -> None:
         """sshd on ``ctl0``:first port for the logins, when the sliver is started and has logins."""

@@ -164,7 +164,7 @@ def clean_command(home: Path, dry_run: bool, as_json: bool) -> None:
     click.echo(f"{len(items)} objects {'found' if dry_run else 'removed'}" if items else "nothing to clean")
 
 
-@click.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.command("exec", context_settings={"ignore_unknown_options": True})
 @home_option
 @click.option("--user", "-u", help="Run as this login of the sliver [default: root].")
 @click.option("--config", "configs", multiple=True, type=click.Path(dir_okay=False, path_type=Path),

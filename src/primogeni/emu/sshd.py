@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import ipaddress
 import os
 import select
@@ -224,3 +225,17 @@ def stop(pid: int) -> None:
             except subprocess.TimeoutExpired:
                 starter.kill()
                 starter.wait()
+
+ROOT = Path("/var/lib/primo/sshd")
+
+
+def conf_root(node: str, state_dir: Path) -> Path:
+    """Where a node agent keeps sshd's host keys and per-sliver configuration.
+
+    Always under ``/var/lib/primo/sshd``: sshd reads a user's keys as that user, so every directory
+    above them must be searchable by others, and containers must see them (their ``/tmp``, ``/home``
+    and ``/run`` are their own). The name carries a hash of the agent's state directory, so two
+    agents (two embedded substrates) never share one.
+    """
+    here = (Path(state_dir) / "sshd").resolve()
+    return ROOT / f"{node}-{hashlib.sha256(bytes(here)).hexdigest()[:8]}"

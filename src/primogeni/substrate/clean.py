@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from primogeni.emu import cgroups as cg
-from primogeni.emu import links, netns
+from primogeni.emu import links, netns, sshd
 from primogeni.emu import sys as esys
 from primogeni.errors import EmuError
 
@@ -249,7 +250,7 @@ class Scope:
 class Item:
     """One object :func:`find` found; ``str(item)`` names it for the report."""
 
-    kind: str  # agent | process | nft | link | netns | cgroup | mount | dir | pidfile
+    kind: str  # agent | process | nft | link | netns | cgroup | mount | dir | tree | pidfile
     name: str
     pid: int = 0
     detail: str = ""
@@ -312,6 +313,8 @@ def find(scope: Scope = Scope()) -> list[Item]:
         items += [Item("mount", str(point)) for point in _mounts_under(scope.vsys)]
         if scope.vsys.is_dir():
             items.append(Item("dir", str(scope.vsys), detail="if empty"))
+    if scope.everything and sshd.ROOT.is_dir():
+        items.append(Item("tree", str(sshd.ROOT), detail="agents' sshd keys and configuration"))
     for home in scope.homes:
         for pid_file in sorted((home / "substrate").glob("*/agent.pid")):
             holder = running_agent(pid_file, pid_file.with_name("agent.toml"))
@@ -393,6 +396,9 @@ def _remove_one(item: Item, hierarchies: dict[str, cg.Cgroups]) -> bool:
         return True
     if item.kind == "mount":
         esys.umount(item.name, esys.MNT_DETACH)
+        return True
+    if item.kind == "tree":
+        shutil.rmtree(item.name)
         return True
     if item.kind == "dir":
         try:

@@ -46,7 +46,7 @@ from primogeni.agent.config import AGENT_PATH, AgentConfig
 from primogeni.agent.store import Store
 from primogeni.ch.authority import Authority
 from primogeni.client import ClientConfig, ClientConfigError
-from primogeni.emu import container, links, netns
+from primogeni.emu import container, links, netns, sshd
 from primogeni.errors import EmuError
 from primogeni.geni.cert import Gid, Identity, issue
 from primogeni.geni.urn import Urn
@@ -374,6 +374,10 @@ class Substrate:
             removed += _destroy_containers(self.state_dir(node.name) / "containers")
             removed += clean.remove_node_objects(node.name, log=log)
             _remove_runtime_files(self.state_dir(node.name))
+            conf = sshd.conf_root(node.name, self.state_dir(node.name))
+            if conf.is_dir():
+                shutil.rmtree(conf, ignore_errors=True)
+                removed.append(f"sshd files {conf}")
         removed += remove_network(layout)
         if purge:
             shutil.rmtree(self.dir, ignore_errors=True)
