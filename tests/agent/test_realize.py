@@ -108,9 +108,9 @@ def test_sshd_files_live_where_containers_see_them(tmp_path: Path) -> None:
             found.append(r.sshd_dir)
         finally:
             r.close()
-    # a container's /tmp is its own: then elsewhere, one directory per state directory
-    assert found[0].parent == found[1].parent == Path("/var/lib/primo/sshd") and found[0] != found[1]
-    assert found[0].name.startswith("pc9-") and found[2] == Path("/var/lib/primo/agent/pc9/sshd")
+    # always under /var/lib/primo/sshd (containers see it, sshd can read it as the user), one per state dir
+    assert {f.parent for f in found} == {Path("/var/lib/primo/sshd")} and len(set(found)) == 3
+    assert all(f.name.startswith("pc9-") for f in found)
 
 
 # -- slivers and links on one node
@@ -236,6 +236,7 @@ def test_vsys_links_across_nodes(nodes) -> None:
     assert ping(a, 1, "10.88.0.2")
     a.realizer.vsys_delete_link(s1.urn, "tun0")
     a.store.drop_vsys_link(s1.urn, "tun0")
+    a.realizer.settle()  # bridges and tunnels are deleted in the background
     with netns.iproute(a.netns) as ipr:
         assert not any(links.exists(ipr, d) for d in ("primo1t0", "primob300", "primox300"))
 

@@ -72,6 +72,8 @@ def leftovers() -> list[str]:
 
 @dataclass
 class Testbed:
+    __test__ = False  # not a test class
+
     home: Path
     servers: list[subprocess.Popen[str]] = field(default_factory=list)
     slices: list[str] = field(default_factory=list)
