@@ -54,7 +54,7 @@ def test_provision_sends_the_right_specs_to_the_right_agents(agent_bed: AgentBed
     assert [(g.user, g.keys) for g in h1.logins] == [("alice", ("ssh-ed25519 AAAAC3Nza alice@laptop",))]
     # interfaces: one per link, addressed from the pool, tied to their link slivers
     lan_net = ipaddress.IPv4Interface(h1.interfaces[0].address).network
-    assert lan_net.subnet_of(ipaddress.IPv4Network("10.128.0.0/9")) and lan_net.prefixlen == 24
+    assert lan_net.subnet_of(ipaddress.IPv4Network("10.128.0.0/10")) and lan_net.prefixlen == 24
     assert [i.name for i in h1.interfaces] == ["eth1", "eth2"]
     assert {i.link for i in h1.interfaces} == {links["lan"].get("sliver_id"), links["wire"].get("sliver_id")}
     # the slice's hosts, its tunnel keys and the underlay addresses of its other nodes (vsys)

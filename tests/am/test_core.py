@@ -94,7 +94,7 @@ def test_life_cycle(am: AggregateManager) -> None:
     assert all(s.expires == T0 + timedelta(days=3) for s in done)  # capped by the slice
     plan = am.driver.plan(made[0].urn)  # type: ignore[attr-defined]
     assert plan["logins"][0]["username"] == "alice" and plan["logins"][0]["keys"] == ["ssh-ed25519 AAAA alice"]
-    assert plan["interfaces"][0]["address"] == "10.128.0.1"  # the first /24 of the pool 10.128.0.0/9
+    assert plan["interfaces"][0]["address"] == "10.128.0.1"  # the first /24 of the pool 10.128.0.0/10
     link_plan = am.driver.plan(made[2].urn)  # type: ignore[attr-defined]
     assert link_plan["vni"] == 4096 and len(link_plan["endpoints"]) == 2
     started = am.operate(SLICE_A, None, "geni_start")

@@ -21,10 +21,10 @@ from primogeni.geni.rspec import parse_request
 
 from .test_core import CM, OWNER, SLICE_A, SLICE_B, T0, Clock
 
-POOL = ipaddress.IPv4Network("10.128.0.0/9")
+POOL = ipaddress.IPv4Network("10.128.0.0/10")
 
 
-def inventory(pool: str = "10.128.0.0/9", prefixlen: int = 24) -> Inventory:
+def inventory(pool: str = "10.128.0.0/10", prefixlen: int = 24) -> Inventory:
     return Inventory((PhysicalNode("pc1", "cluster", 4, True, ssh_port_base=30000, interfaces=("eth0",)),
                       PhysicalNode("pc2", "cluster", 4, True, ssh_port_base=31000, ports_per_sliver=20,
                                    interfaces=("eth0",)),

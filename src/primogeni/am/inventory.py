@@ -11,7 +11,7 @@ counts sliver slots (containers or simulator instances). Each slot owns a range 
 ``ports_per_sliver`` ports on the node's NAT'd control address, slot ``k`` from
 ``ssh_port_base + k * ports_per_sliver``; a sliver's SSH server answers on the first port of its
 range. The ``[pool]`` table names the experimental address space the AM hands out, one subnet of
-``prefixlen`` bits per virtual link (defaults: ``10.128.0.0/9``, ``/24``).
+``prefixlen`` bits per virtual link (defaults: ``10.128.0.0/10``, ``/24``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from primogeni.geni.errors import GeniError
 
 SLIVER_TYPES = ("emulated-host", "simulator")
 NODE_KINDS = ("shared", "cluster")
-DEFAULT_POOL = ipaddress.IPv4Network("10.128.0.0/9")
+DEFAULT_POOL = ipaddress.IPv4Network("10.128.0.0/10")
 DEFAULT_PREFIXLEN = 24
 
 
