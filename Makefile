@@ -34,6 +34,7 @@ test: debs $(STAMP) lint
 demo: debs $(STAMP)
 	$(VENV)/bin/primo sim examples/dumbbell.py --duration 10s --seed 7 --out results/demo
 	$(PY) examples/geni_demo.py
+	$(PY) examples/substrate_demo.py
 
 bench: debs $(STAMP)
 	@dpkg -s xmlsec1 >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xmlsec1 >/dev/null)

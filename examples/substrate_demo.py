@@ -48,7 +48,8 @@ def step(text: str) -> None:
 
 def primo(home: Path, *args: str, capture: bool = False) -> str:
     print(f"$ primo {' '.join(args)}", flush=True)
-    out = subprocess.run([*PRIMO, *args, "--home", str(home)], text=True, check=False,
+    cut = args.index("--") if "--" in args else len(args)  # options go before a command's own arguments
+    out = subprocess.run([*PRIMO, *args[:cut], "--home", str(home), *args[cut:]], text=True, check=False,
                          capture_output=capture)
     if out.returncode != 0:
         raise SystemExit(f"primo {' '.join(args)} failed ({out.returncode})\n{out.stdout or ''}{out.stderr or ''}")

@@ -51,7 +51,7 @@ def primo_exec(home: Path, slice_name: str, host: str, *argv: str, user: str | N
                           capture_output=True, text=True, timeout=timeout)
 
 
-NODES = ("pc1", "pc2", "pc3")
+NODES = ("pc1", "pc2", "pc3", "pc4")  # the demo uses four
 
 
 def leftovers() -> list[str]:
