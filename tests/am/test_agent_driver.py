@@ -51,6 +51,8 @@ def test_provision_sends_the_right_specs_to_the_right_agents(agent_bed: AgentBed
     login = nodes["h2"].find(f"{RSPEC_NS}services/{RSPEC_NS}login")
     assert login is not None and int(login.get("port")) == h2.ports[0] and login.get("username") == "alice"
     assert h1.hostname == "h1" and h1.slice_urn == slice_urn("tri") and h1.kind == "emulated-host"
+    # memory: the sliver's slot's share of the node's 4 GiB over 8 slots; CPU is shared by weight, uncapped
+    assert h1.memory_mb == 512 and h1.cpu_percent == 0
     assert [(g.user, g.keys) for g in h1.logins] == [("alice", ("ssh-ed25519 AAAAC3Nza alice@laptop",))]
     # interfaces: one per link, addressed from the pool, tied to their link slivers
     lan_net = ipaddress.IPv4Interface(h1.interfaces[0].address).network

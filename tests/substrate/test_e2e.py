@@ -244,3 +244,25 @@ def test_status_shows_monitoring(testbed: Testbed, lan: dict[str, Any]) -> None:
     text = json.dumps(data)
     assert "primo_monitor" in text and "memory_bytes" in text, text[:2000]
     assert HOST  # the AM answered on the underlay address
+
+
+def test_link_capacity_is_enforced_across_nodes(testbed: Testbed) -> None:
+    testbed.create("shaped", rspec(node("a", "pc1", [("if0", "192.168.9.1")]),
+                                   node("b", "pc2", [("if0", "192.168.9.2")]),
+                                   link("slow", ["a:if0", "b:if0"], capacity_kbps=20000)))
+    server = subprocess.Popen([sys.executable, "-m", "primogeni.cli.main", "exec", "shaped", "b", "--home",
+                               str(testbed.home), "--", "iperf3", "-s", "-1", "-B", "192.168.9.2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1.0)
+        out = primo_exec(testbed.home, "shaped", "a", "iperf3", "-c", "192.168.9.2", "-t", "3", "-J", timeout=60)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        bps = json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]
+        assert 14e6 < bps < 22e6, f"a 20 Mb/s link carried {bps / 1e6:.1f} Mb/s"
+    finally:
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    testbed.delete("shaped")

@@ -294,9 +294,26 @@ class AgentDriver:
                               slot=plan.slots[0], ports=plan.ports, interfaces=ifaces,
                               logins=tuple(LoginSpec(x.username, x.keys) for x in plan.logins),
                               hosts=self._hosts(plan.hosts), vsys_keys=plan.vsys_keys,
-                              vsys_peers=peers, kind=plan.sliver_type or "emulated-host")
+                              vsys_peers=peers, kind=plan.sliver_type or "emulated-host",
+                              memory_mb=self._memory_share(plan))
         except (SpecError, ValueError) as exc:
             raise GeniError(GeniCode.ERROR, f"{where}: {exc}") from None
+
+    def _memory_share(self, plan: SliverPlan) -> int:
+        """The sliver's memory limit: its slots' share of the node's memory (0 when the agent did not say).
+
+        CPU gets no hard cap: every sliver has its own cgroup with the default weight, so the
+        kernel's scheduler shares the node's CPUs fairly among busy slivers and lends idle time out
+        (PlanetLab's fair share); a cap would waste idle cores.
+        """
+        info = self.agents.get(plan.component)
+        if info is None or not info.capacity:
+            return 0
+        try:
+            total = float(info.facts.get("mem_total", 0))
+        except (TypeError, ValueError):
+            return 0
+        return int(total / 2**20 * len(plan.slots) / info.capacity)
 
     def wire(self, spec: SliverSpec) -> dict[str, Any]:
         """``spec.to_dict()``, with the slice's host list and tunnel keys converted once per slice.
