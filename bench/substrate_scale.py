@@ -217,12 +217,13 @@ def run_direct(n: int, shape: str, layout: Layout, work: Path) -> dict[str, floa
             slivers, link_specs = per_node[name]
 
             def job() -> None:
+                w.realizer.remove_links([link.urn for link in link_specs])
+                w.realizer.remove_slivers([s.urn for s in slivers])
                 for link in link_specs:
-                    w.realizer.remove_link(link.urn)
                     w.realizer.store.drop_link(link.urn)
                 for s in slivers:
-                    w.realizer.remove_sliver(s.urn)
                     w.realizer.store.drop_sliver(s.urn)
+                w.realizer.settle()  # until the kernel has deleted every device of theirs
             w.call(job)
 
         return _timed(layout, create, delete)

@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import ipaddress
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -41,16 +39,17 @@ from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-unty
 
 from primogeni.agent import monitor as mon
 from primogeni.agent import realize_links as rl
-from primogeni.agent.realize_links import LinkRealizer, SpecStore
+from primogeni.agent.realize_links import SpecStore
+from primogeni.agent.realize_procs import ProcRealizer, _kill, _write_json
 from primogeni.agent.spec import SliverSpec
-from primogeni.emu import container, links, netns, sshd
+from primogeni.emu import container, links, netns
 from primogeni.errors import EmuError
 
 UID_BASE = 20000  # the first login's uid; uids are stable per node (uids.json)
 PING_GROUPS = "0 2147483647"  # every group may use ICMP echo sockets (ping without privileges)
 
 
-class Realizer(LinkRealizer):
+class Realizer(ProcRealizer):
     """Specs → kernel on one node (see the module docstring and :class:`LinkRealizer`)."""
 
     def __init__(self, *, node: str, state_dir: Path, underlay_dev: str, underlay_ip: str, store: SpecStore,
@@ -252,6 +251,64 @@ class Realizer(LinkRealizer):
                 self._remove_slot(ipr, slot, spec)
             self._slots.pop(urn, None)
 
+    def remove_slivers(self, urns: Sequence[str]) -> None:
+        """:meth:`remove_sliver` for many slivers at once: every container is killed before any is
+        waited for (the kernel frees their namespaces in one batch) and their NAT goes in one transaction."""
+        with self._session() as ipr, contextlib.ExitStack() as held:
+            for urn in sorted(set(urns)):  # sorted: two batches never wait for each other's locks
+                held.enter_context(self._locked(urn))
+            slots: dict[int, SliverSpec | None] = {}
+            for urn in urns:
+                spec = self.store.get_sliver(urn)
+                slot = spec.slot if spec is not None else self._slots.get(urn)
+                if slot is not None:
+                    slots[slot] = spec
+            had_ctl = {slot: links.exists(ipr, rl.ctl_device(slot)) for slot in slots}
+            for slot in slots:
+                self._stop_sshd(slot)
+                self._forget_commands(slot)
+            container.destroy_many([rl.sliver_netns(self.node, slot) for slot in slots], self.run_dir)
+            for slot in slots:
+                group = container.cgroups().find(rl.cgroup_name(self.node, slot))
+                if group is not None:
+                    group.remove()
+            self.ctl.remove_slivers(slots)
+            for slot, spec in slots.items():
+                shutil.rmtree(self._vsys_dir(slot), ignore_errors=True)
+                self._commands_file(slot).unlink(missing_ok=True)
+                with self._node_lock:
+                    self._dying[slot] = (len(spec.interfaces) if spec is not None else rl.MAX_INTERFACES,
+                                         had_ctl[slot])
+                if not had_ctl[slot]:
+                    self._settle_slot(ipr, slot, time.monotonic())
+            for urn in urns:
+                self._slots.pop(urn, None)
+
+    def remove_links(self, urns: Sequence[str]) -> None:
+        """:meth:`remove_link` for many links: the store is read once, and the bridges and tunnels
+        are all retired before the reaper deletes them (in one batch)."""
+        gone = frozenset(urns)
+        with self._session() as ipr:
+            held = {spec.vni for spec in self.store.links().values() if spec.urn not in gone}
+            held |= {v.key for urn in self.store.slivers() for v in self.store.vsys_links(urn)}
+            for urn in urns:
+                with self._locked(urn):
+                    spec = self.store.get_link(urn)
+                    vni = spec.vni if spec is not None else self._vnis.get(urn)
+                    if vni is None:
+                        continue
+                    if spec is not None and (spec.capacity_kbps > 0 or urn in self._shaped):
+                        for sliver, index in self._members(spec):
+                            if links.exists(ipr, rl.exp_device(sliver.slot, index)):
+                                self._shape_member(ipr, sliver, index, 0)
+                    if vni in held:  # shared with a link or vsys link that stays
+                        self._release_vni(ipr, vni, link=urn, gone=gone)
+                    else:
+                        self._remove_bridge(ipr, vni)
+                    self._vnis.pop(urn, None)
+                    self._warnings.pop(urn, None)
+                    self._shaped.discard(urn)
+
     def _remove_slot(self, ipr: IPRoute, slot: int, spec: SliverSpec | None) -> None:
         had_ctl = links.exists(ipr, rl.ctl_device(slot))
         self._stop_sshd(slot)
@@ -354,125 +411,6 @@ class Realizer(LinkRealizer):
             c = container.restart(self._container_spec(spec))
             self._plumb(ipr, spec, c, self._ctl_bridge(ipr), False, None)
 
-    def _held(self, urn: str) -> SliverSpec:
-        spec = self.store.get_sliver(urn)
-        if spec is None:
-            raise EmuError("no such sliver on this node", urn)
-        return spec
-
-    def run_command(self, urn: str, argv: Sequence[str]) -> int:
-        """Start ``argv`` detached in the sliver (output to ``/tmp/primo-event-<n>.log`` inside); its host pid."""
-        if not argv:
-            raise EmuError("no command to run", urn)
-        with self._locked(urn):
-            spec = self._held(urn)
-            c = container.attach(rl.sliver_netns(self.node, spec.slot), self.run_dir)
-            if c is None:
-                raise EmuError("the sliver's container is not running", urn)
-            self._reap()
-            record = self._commands(spec.slot)
-            number = int(record.get("next", 1))
-            log = f"/tmp/primo-event-{number}.log"
-            # sh only redirects: the command's words are positional parameters, never parsed as shell text
-            proc = container.spawn(c, ["/bin/sh", "-c", 'exec "$@" >>"$0" 2>&1 </dev/null', log, *argv],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            self._children[proc.pid] = proc
-            record["next"] = number + 1
-            record.setdefault("running", []).append(
-                {"pid": proc.pid, "start": mon.process_start(proc.pid), "argv": list(argv), "log": log})
-            _write_json(self._commands_file(spec.slot), record)
-            return proc.pid
-
-    def stop_command(self, urn: str, argv: Sequence[str]) -> int:
-        """Kill what :meth:`run_command` started in the sliver with this argv; returns how many were running."""
-        with self._locked(urn):
-            spec = self._held(urn)
-            self._reap()  # a command that ended is not counted
-            record = self._commands(spec.slot)
-            kept, stopped = [], 0
-            for entry in record.get("running", []):
-                alive = mon.process_start(entry["pid"]) == entry.get("start")
-                if entry["argv"] != list(argv):
-                    if alive:
-                        kept.append(entry)
-                    continue
-                if alive:
-                    for pid in [entry["pid"], *mon.descendants(entry["pid"])]:
-                        _kill(pid)
-                    stopped += 1
-            record["running"] = kept
-            _write_json(self._commands_file(spec.slot), record)
-            return stopped
-
-    def _commands_file(self, slot: int) -> Path: return self.state_dir / "commands" / f"{slot}.json"
-
-    def _commands(self, slot: int) -> dict[str, Any]:
-        try:
-            data = json.loads(self._commands_file(slot).read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise EmuError(f"cannot read the commands started: {exc}", str(self._commands_file(slot))) from exc
-        return data if isinstance(data, dict) else {}
-
-    def _forget_commands(self, slot: int) -> None:
-        """The container's processes are going: keep only the numbering of logs."""
-        record = self._commands(slot)
-        if record.get("running"):
-            record["running"] = []
-            _write_json(self._commands_file(slot), record)
-
-    def _reap(self) -> None:
-        for pid, proc in list(self._children.items()):
-            if proc.poll() is not None:
-                del self._children[pid]
-
-    # -- sshd ------------------------------------------------------------------------------------------
-
-    def _sshd_file(self, slot: int) -> Path: return self.state_dir / "sshd" / f"{slot}.pid"
-
-    @property
-    def sshd_dir(self) -> Path:
-        """sshd's host keys and per-sliver configuration (:func:`primogeni.emu.sshd.conf_root`)."""
-        return sshd.conf_root(self.node, self.state_dir)
-
-    def _ensure_sshd(self, spec: SliverSpec, c: container.Container) -> None:
-        """sshd on ``ctl0``:first port for the logins, when the sliver is started and has logins."""
-        if not spec.logins or self.store.run_state(spec.urn) != "started":
-            self._stop_sshd(spec.slot)
-            return
-        users = [(login.user, list(login.keys)) for login in spec.logins]
-        digest = hashlib.sha256(json.dumps([spec.ports[0], users, c.pid]).encode()).hexdigest()[:16]
-        running = self._sshd_running(spec.slot)
-        if running is not None and running[1] == digest:
-            return
-        self._stop_sshd(spec.slot)
-        key_dir = self.sshd_dir / "keys"
-        if not self._keys_ready:
-            sshd.host_keys(key_dir)
-            self._keys_ready = True
-        pid = sshd.start(c, address=str(self.ctl.address_of(spec.slot)), port=spec.ports[0],
-                         users=[(user, tuple(keys)) for user, keys in users], key_dir=key_dir,
-                         conf_dir=self.sshd_dir / str(spec.slot))
-        _write_json(self._sshd_file(spec.slot), {"pid": pid, "start": mon.process_start(pid), "digest": digest})
-
-    def _sshd_running(self, slot: int) -> tuple[int, str] | None:
-        try:
-            data = json.loads(self._sshd_file(slot).read_text())
-            pid, start, digest = int(data["pid"]), data["start"], str(data["digest"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise EmuError(f"cannot read the sshd pid file: {exc}", str(self._sshd_file(slot))) from exc
-        return (pid, digest) if mon.process_start(pid) == start else None
-
-    def _stop_sshd(self, slot: int) -> None:
-        running = self._sshd_running(slot)
-        if running is not None:
-            sshd.stop(running[0])
-        self._sshd_file(slot).unlink(missing_ok=True)
-        shutil.rmtree(self.sshd_dir / str(slot), ignore_errors=True)
-
     # -- reconcile, teardown, monitor ------------------------------------------------------------------
 
     def reconcile(self) -> dict[str, list[str]]:
@@ -573,23 +511,6 @@ class Realizer(LinkRealizer):
                       for name, c in sorted(counters.items())
                       if rl.parse_device(name) is not None or name == self.ctl.bridge}
         return {"node": mon.node_usage(self._cpu, self.state_dir), "slivers": slivers, "interfaces": interfaces}
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def _write_json(path: Path, value: Any) -> None:
-    """Write atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(value, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise EmuError(f"cannot write: {exc.strerror or exc}", str(path)) from exc
 
 
 __all__ = ["PING_GROUPS", "UID_BASE", "Realizer"]

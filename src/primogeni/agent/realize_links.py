@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from pyroute2 import IPRoute  # type: ignore[import-untyped]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
 
+from primogeni.agent.reaper import RETIRED_GROUP, Reaper
 from primogeni.agent.spec import LinkSpec, SliverSpec
 from primogeni.agent.store import VsysLink
 from primogeni.emu import features as emu_features
@@ -42,7 +43,6 @@ from primogeni.errors import EmuError, FeatureMissing
 VXLAN_PORT = 4789
 VXLAN_OVERHEAD = 50  # bytes: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 MAX_INTERFACES = 15  # experimental (and vsys) veths per sliver: index 0…e
-RETIRED_GROUP = 0x70726D6F  # device group of devices waiting for the reaper ("prmo")
 REMOVE_WAIT_S = 5.0  # how long to wait for the kernel to drop what was removed
 
 _DEVICE_RE = re.compile(r"^primo(?:(?P<slot>[0-9]+)(?:(?P<ctl>c)|(?P<role>[et])(?P<index>[0-9a-e]))"
@@ -153,86 +153,6 @@ def shape(ipr: IPRoute, device: str, kbps: int) -> None:
         tc.shape(ipr, device, kbps)
     else:
         tc.clear(ipr, device)
-
-
-class Reaper:
-    """Deletes retired devices of the node namespace from a background thread.
-
-    Deleting a bridge or tunnel waits 20–90 ms in the kernel (RCU grace periods) with almost no
-    CPU, and so does taking it down (~8 ms), so removals only move devices into device group
-    :data:`RETIRED_GROUP` and return; one request then deletes the whole group, a few ms later.
-    A retired name is free again once its device is gone (:meth:`wait`).
-    """
-
-    def __init__(self, netns_path: str):
-        self._path = netns_path
-        self._cond = threading.Condition()
-        self._pending: set[str] = set()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self.errors: list[str] = []  # deletions that failed (reconcile deletes the group again)
-
-    def retire(self, ipr: IPRoute, name: str) -> bool:
-        """Hand ``name`` over for deletion; ``False`` when there is no such device."""
-        try:
-            ipr.link("set", ifname=name, group=RETIRED_GROUP)
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                return False
-            raise EmuError(f"cannot retire the device: {os.strerror(exc.code)}", name) from exc
-        with self._cond:
-            self._pending.add(name)
-            if self._thread is None or not self._thread.is_alive():
-                self._stopping = False
-                self._thread = threading.Thread(target=self._run, name="primo-reaper", daemon=True)
-                self._thread.start()
-            self._cond.notify_all()
-        return True
-
-    def wait(self, names: set[str] | None = None, timeout: float = 30.0) -> None:
-        """Until the retired devices (those named, or all) are deleted."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._pending & names if names is not None else self._pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise EmuError(f"not deleted within {timeout} s: {sorted(self._pending)}", "retired devices")
-                self._cond.wait(left)
-
-    def close(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join()
-
-    def _run(self) -> None:
-        with esys.in_netns(self._path):
-            ipr = netns.iproute(None)
-        try:
-            while True:
-                with self._cond:
-                    while not self._pending and not self._stopping:
-                        self._cond.wait()
-                    if not self._pending:
-                        return
-                    batch = set(self._pending)
-                try:
-                    ipr.link("del", group=RETIRED_GROUP)
-                    failed = None
-                except NetlinkError as exc:
-                    failed = None if exc.code == errno.ENODEV else os.strerror(exc.code)
-                with self._cond:
-                    if failed is not None:  # give up on these; reconcile deletes the group again
-                        self.errors.append(f"deleting {sorted(batch)}: {failed}")
-                        self._pending -= batch
-                    self._pending = {name for name in self._pending  # still there, and still retired
-                                     if (info := link_info(ipr, name)) is not None
-                                     and info.get("IFLA_GROUP") == RETIRED_GROUP}
-                    self._cond.notify_all()
-        finally:
-            ipr.close()
 
 
 class LinkRealizer:
@@ -495,10 +415,11 @@ class LinkRealizer:
             self._shaped.discard(urn)
 
     def _release_vni(self, ipr: IPRoute, vni: int, *, link: str | None = None,
-                     vsys: tuple[str, str] | None = None) -> None:
-        """Link ``link`` or vsys link ``vsys`` (sliver urn, label) left ``vni``: remove its bridge when
-        nothing else uses it, else flood only to the remotes still needed."""
-        others = [spec for spec in self.store.links().values() if spec.vni == vni and spec.urn != link]
+                     vsys: tuple[str, str] | None = None, gone: frozenset[str] = frozenset()) -> None:
+        """Link ``link`` (and links ``gone``) or vsys link ``vsys`` (sliver urn, label) left ``vni``:
+        remove its bridge when nothing else uses it, else flood only to the remotes still needed."""
+        others = [spec for spec in self.store.links().values() if spec.vni == vni and spec.urn != link
+                  and spec.urn not in gone]
         keep = self._vsys_remotes(vni, vsys)
         if not others and keep is None:
             self._remove_bridge(ipr, vni)

@@ -132,6 +132,9 @@ def slice_manifest(am: AggregateManager, slice_urn: str, urns: Sequence[str] | N
         assert isinstance(spec, dict)
         sliver_id = Urn.parse(str(rec["urn"]))
         if rec["kind"] == "node":
+            phys = am.inventory.node(str(rec["component"]))
+            # the physical interface experimental traffic leaves by: the node's last one (its underlay)
+            phys_iface = phys.interfaces[-1] if phys is not None and phys.interfaces else "eth0"
             ifaces = []
             for i in spec["interfaces"]:
                 ip = None
@@ -139,7 +142,7 @@ def slice_manifest(am: AggregateManager, slice_urn: str, urns: Sequence[str] | N
                     prefix = ipaddress.IPv4Network(f"0.0.0.0/{i['netmask']}").prefixlen if i["netmask"] else None
                     ip = ReqIp(ipaddress.ip_address(i["address"]), prefix)
                 ifaces.append(ManInterface(i["client_id"], Urn(auth, "sliver", f"{sliver_id.name}:{i['name']}"),
-                                           Urn(auth, "interface", f"{rec['component']}:eth1"), i["mac"], ip))
+                                           Urn(auth, "interface", f"{rec['component']}:{phys_iface}"), i["mac"], ip))
             logins = tuple(Login(spec["hostname"], spec["ssh_port"], name)
                            for name in login_names([u["urn"] for u in spec["users"]])
                            ) if rec["sliver_type"] == "emulated-host" else ()

@@ -340,9 +340,10 @@ def _forker(sock: int, agent: int) -> None:
             kind, arg = pickle.loads(data)
             if kind == "init":
                 os.write(sock, _fork_init(arg, mntns, pidns).encode())
-            else:  # "reap" a PID 1 that was seen to exit
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(arg, os.WNOHANG)
+            else:  # "reap" PID 1s (a pid or a list) that were seen to exit
+                for pid in arg if isinstance(arg, list) else [arg]:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, os.WNOHANG)
                 os.write(sock, b"ok")
     except BaseException as exc:  # reported to the agent, then _exit
         code = 1
@@ -530,6 +531,46 @@ def destroy(name: str, run_dir: Path) -> None:
         group.remove()
     netns.remove(name)
     _pid_file(name, run_dir).unlink(missing_ok=True)
+
+
+def destroy_many(names: Sequence[str], run_dir: Path) -> None:
+    """:func:`destroy` for many containers (idempotent): every PID 1 gets SIGKILL before any is
+    waited for, so the kernel tears their namespaces down together (one batch of cleanup)."""
+    killed: dict[str, tuple[int, int, str | None]] = {}  # name -> (pid, pidfd, cgroup)
+    try:
+        for name in names:
+            pid, cgroup = _read_pid_file(name, run_dir)
+            ident = _netns_id(netns.path(name))
+            if pid is None or ident is None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                fd = os.pidfd_open(pid)
+                if _proc_netns(pid) != ident:  # a zombie, or a reused pid
+                    os.close(fd)
+                    continue
+                killed[name] = (pid, fd, cgroup)
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+        deadline = time.monotonic() + KILL_TIMEOUT_S
+        for name, (pid, fd, _) in killed.items():  # a pidfd is readable once the process exited
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise EmuError(f"process {pid} did not die within {KILL_TIMEOUT_S} s", what=name)
+    finally:
+        for _, fd, _ in killed.values():
+            os.close(fd)
+    with contextlib.suppress(EmuError):
+        _forker_handle.call("reap", [pid for pid, _, _ in killed.values()], start=False)
+    for name in names:
+        if name not in killed:  # PID 1 unknown or dead: the one-by-one way (it searches /proc)
+            destroy(name, run_dir)
+            continue
+        cgroup = killed[name][2]
+        group = cgroups().find(cgroup) if cgroup else None
+        if group is not None:  # e.g. nsenter processes, which are outside the PID namespace
+            group.kill_all()
+            group.remove()
+        netns.remove(name)
+        _pid_file(name, run_dir).unlink(missing_ok=True)
 
 
 def restart(spec: ContainerSpec) -> Container:
