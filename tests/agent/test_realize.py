@@ -148,6 +148,32 @@ def test_two_slivers_on_a_link_ping_and_leave_nothing(nodes) -> None:
 
 
 @pytest.mark.root
+def test_batch_removal_leaves_nothing_and_keeps_a_shared_bridge(nodes) -> None:
+    (node,) = nodes(1)
+    r = node.realizer
+    (a, b), _ = lan(node, 1, 2)
+    other = LinkSpec(f"{LAN}-other", SLICE, 100, members=())  # the same VNI: its bridge stays
+    c = host(3, "10.78.0.3/24", f"{LAN}-third")
+    third = LinkSpec(f"{LAN}-third", SLICE, 101, members=((c.urn, "eth1"),))
+    provision(node, other, c, third)
+    r.remove_links([LAN, third.urn])
+    for urn in (LAN, third.urn):
+        node.store.drop_link(urn)
+    r.settle()
+    with netns.iproute(node.netns) as ipr:
+        assert links.exists(ipr, "primob100") and not links.exists(ipr, "primob101")
+    r.remove_slivers([a.urn, b.urn, c.urn, "urn:publicid:IDN+primo+sliver+unknown"])
+    for spec in (a, b, c):
+        node.store.drop_sliver(spec.urn)
+    r.remove_links([other.urn])
+    node.store.drop_link(other.urn)
+    r.settle()
+    assert leftovers(node) == []
+    r.remove_slivers([a.urn])  # idempotent
+    r.remove_links([LAN])
+
+
+@pytest.mark.root
 def test_link_first_then_slivers_and_changed_specs(nodes) -> None:
     (node,) = nodes(1)
     a, b = host(1, "10.77.0.1/24", LAN), host(2, "10.77.0.2/24", LAN)
@@ -303,10 +329,11 @@ def test_commands_stop_start_and_reboot(nodes) -> None:
     assert r.stop_command(a.urn, ["sleep", "300"]) == 1
     assert _gone(pid)
     assert r.stop_command(a.urn, ["sleep", "300"]) == 0
-    r.run_command(a.urn, ["sh", "-c", "echo hello from $(hostname)"])
+    r.run_command(a.urn, ["sh", "-c", "echo hello from $(hostname) as $(id -un)"])
     c = container.attach(f"primo-{node.name}-1", r.run_dir)
     assert c is not None
-    assert _wait(lambda: "hello from h1" in container.run(c, ["cat", "/tmp/primo-event-2.log"]).stdout)
+    # an event's command is the researcher's: never root (no login here, so nobody)
+    assert _wait(lambda: "hello from h1 as nobody" in container.run(c, ["cat", "/tmp/primo-event-2.log"]).stdout)
     pid = r.run_command(a.urn, ["sleep", "301"])
     node.store.set_run_state(a.urn, "stopped")
     r.stop_sliver(a.urn)

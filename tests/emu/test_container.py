@@ -194,6 +194,22 @@ def test_destroy_leaves_no_namespace_process_cgroup_mount_or_file(make: Factory)
 
 
 @pytest.mark.root
+def test_destroy_many_removes_every_container_and_is_idempotent(make: Factory) -> None:
+    made = [make(name=f"primo-t{secrets.token_hex(4)}", cgroup=f"primo/primo-t{secrets.token_hex(3)}")
+            for _ in range(3)]
+    sleeper = container.spawn(made[0][1], ["sleep", "600"])
+    spec0 = made[0][0]
+    container.destroy_many([spec.name for spec, _ in made] + ["primo-t-never-made"], spec0.run_dir)
+    assert sleeper.wait(timeout=10) != 0
+    for spec, c in made:
+        assert not os.path.exists(f"/proc/{c.pid}"), "PID 1 is gone and reaped"
+        assert container.attach(spec.name, spec.run_dir) is None and spec.name not in netns.names()
+        assert container.cgroups().find(spec.cgroup or "") is None
+        assert list(spec.run_dir.glob(f"{spec.name}*")) == []
+    container.destroy_many([spec.name for spec, _ in made], spec0.run_dir)  # idempotent
+
+
+@pytest.mark.root
 def test_restart_keeps_the_network_namespace_and_its_interfaces(make: Factory,
                                                                netns_factory: Callable[..., str]) -> None:
     spec, c = make(users=(("alice", 20001),))

@@ -5,9 +5,12 @@ namespace ``primo-<node>-<slot>``, cgroup ``primo/<node>-<slot>``) with its cont
 ``primo<slot>c`` ↔ ``ctl0`` on the node's control bridge (address, default route, port isolation,
 NAT of its port range, ``ip_local_port_range`` = that range), its experimental veths
 ``primo<slot>e<i>`` ↔ the spec's names on their links' bridges, and sshd for its logins. Links
-and vsys links are the base class's (:mod:`primogeni.agent.realize_links`). Every ``ensure_*``
-and ``remove_*`` is idempotent; :meth:`Realizer.reconcile` makes the kernel match the store after
-an agent restart or crash and reports what it did; :meth:`Realizer.teardown` removes the node.
+and vsys links are a base class's (:mod:`primogeni.agent.realize_links`), commands and sshd
+another's (:mod:`primogeni.agent.realize_procs`). Every ``ensure_*`` and ``remove_*`` is
+idempotent; :meth:`Realizer.remove_slivers` / :meth:`Realizer.remove_links` remove many at once
+(the kernel then frees namespaces and deletes devices in batches); :meth:`Realizer.reconcile`
+makes the kernel match the store after an agent restart or crash and reports what it did;
+:meth:`Realizer.teardown` removes the node.
 
 Namespaces and threads: the realizer acts in the *node* namespace, the one of the thread that
 made it (a call from a thread elsewhere is switched into it for the call), with one node
@@ -288,7 +291,7 @@ class Realizer(ProcRealizer):
         """:meth:`remove_link` for many links: the store is read once, and the bridges and tunnels
         are all retired before the reaper deletes them (in one batch)."""
         gone = frozenset(urns)
-        with self._session() as ipr:
+        with self._session() as ipr, self.reaper.hold():
             held = {spec.vni for spec in self.store.links().values() if spec.urn not in gone}
             held |= {v.key for urn in self.store.slivers() for v in self.store.vsys_links(urn)}
             for urn in urns:

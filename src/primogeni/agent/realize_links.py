@@ -22,7 +22,6 @@ import ipaddress
 import os
 import re
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,7 +287,7 @@ class LinkRealizer:
         with self._node_lock:
             self._bridges.pop(vni, None)
             return [name for name in (vxlan_device(vni), gretap_device(vni), bridge_device(vni))
-                    if links.exists(ipr, name) and self.reaper.retire(ipr, name)]
+                    if self.reaper.retire(ipr, name)]
 
     def _ensure_tunnel(self, ipr: IPRoute, spec: LinkSpec, keep: set[str]) -> None:
         """``spec``'s tunnel on its bridge, flooding to its remotes (and to ``keep``, which is not pruned)."""

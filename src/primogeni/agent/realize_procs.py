@@ -33,6 +33,7 @@ class ProcRealizer(LinkRealizer):
 
     _children: dict[int, subprocess.Popen[Any]]  # commands we started (reaped when they end)
     _keys_ready: bool  # the node's sshd host keys exist
+    run_dir: Path  # container pid files
 
     def _held(self, urn: str) -> SliverSpec:
         spec = self.store.get_sliver(urn)
@@ -41,7 +42,11 @@ class ProcRealizer(LinkRealizer):
         return spec
 
     def run_command(self, urn: str, argv: Sequence[str]) -> int:
-        """Start ``argv`` detached in the sliver (output to ``/tmp/primo-event-<n>.log`` inside); its host pid."""
+        """Start ``argv`` detached in the sliver (output to ``/tmp/primo-event-<n>.log`` inside); its host pid.
+
+        It runs as the sliver's first login (the researcher who asked for it), or as ``nobody`` when
+        the sliver has none: an event is the researcher's command, and must not get root on the node.
+        """
         if not argv:
             raise EmuError("no command to run", urn)
         with self._locked(urn):
@@ -54,7 +59,8 @@ class ProcRealizer(LinkRealizer):
             number = int(record.get("next", 1))
             log = f"/tmp/primo-event-{number}.log"
             # sh only redirects: the command's words are positional parameters, never parsed as shell text
-            proc = container.spawn(c, ["/bin/sh", "-c", 'exec "$@" >>"$0" 2>&1 </dev/null', log, *argv],
+            user = spec.logins[0].user if spec.logins else "nobody"
+            proc = container.spawn(c, ["/bin/sh", "-c", 'exec "$@" >>"$0" 2>&1 </dev/null', log, *argv], user=user,
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self._children[proc.pid] = proc
             record["next"] = number + 1

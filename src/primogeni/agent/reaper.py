@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pyroute2 import IPRoute  # type: ignore[import-untyped]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
 
-from primogeni.emu import netns
+from primogeni.emu import links, netns
 from primogeni.emu import sys as esys
 from primogeni.errors import EmuError
 
@@ -52,16 +52,13 @@ class Reaper:
         self._pending: set[str] = set()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._held = 0  # > 0: do not start a deletion (a batch is being retired)
         self.errors: list[str] = []  # deletions that failed (reconcile deletes the group again)
 
     def retire(self, ipr: IPRoute, name: str) -> bool:
         """Hand ``name`` over for deletion; ``False`` when there is no such device."""
-        try:
-            ipr.link("set", ifname=name, group=RETIRED_GROUP)
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                return False
-            raise EmuError(f"cannot retire the device: {os.strerror(exc.code)}", name) from exc
+        if not links.set_group(ipr, name, RETIRED_GROUP):
+            return False
         with self._cond:
             self._pending.add(name)
             if self._thread is None or not self._thread.is_alive():
@@ -70,6 +67,18 @@ class Reaper:
                 self._thread.start()
             self._cond.notify_all()
         return True
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """No deletion starts inside (one that runs goes on): retire a batch, then it goes at once."""
+        with self._cond:
+            self._held += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held -= 1
+                self._cond.notify_all()
 
     def wait(self, names: set[str] | None = None, timeout: float = 30.0) -> None:
         """Until the retired devices (those named, or all) are deleted."""
@@ -95,7 +104,7 @@ class Reaper:
         try:
             while True:
                 with self._cond:
-                    while not self._pending and not self._stopping:
+                    while (not self._pending or self._held) and not self._stopping:
                         self._cond.wait()
                     if not self._pending:
                         return

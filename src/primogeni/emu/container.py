@@ -21,8 +21,10 @@ The forker stays idle (in the agent's main network namespace) and reaps the PID 
 Failures come back naming the step, raised as :class:`EmuError`; :func:`create` removes what it
 made. The agent writes ``run_dir/<name>.pid`` (PID 1's host pid, the cgroup) for :func:`attach`.
 
-Programs enter with ``nsenter``, join the cgroup (a tiny ``sh`` inside) and run under ``setpriv``
-without ``CAP_SYS_{ADMIN,MODULE,PTRACE,RAWIO,BOOT}``: they can neither mount nor enter namespaces.
+Programs enter with ``nsenter`` and run without ``CAP_SYS_ADMIN`` & co
+(:mod:`primogeni.emu.container_exec`, re-exported here: ``exec_argv``, ``spawn``, ``run``).
+:func:`destroy_many` kills many containers before waiting for any (the kernel frees their
+network namespaces in one batch).
 Limits: the file system is the host's but for those mounts (no user namespace: root in a sliver is
 root on files); host mounts made after the forker started are not seen inside; ``/vsys`` must
 exist on the host (made here)."""
@@ -42,10 +44,9 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -581,60 +582,8 @@ def restart(spec: ContainerSpec) -> Container:
     return _start(spec, join=_netns_id(netns.path(spec.name)) is not None)
 
 
-def exec_argv(c: Container, argv: Sequence[str], *, user: str | None = None, cwd: str | None = None) -> list[str]:
-    """The argv that runs ``argv`` in the container: ``nsenter`` its namespaces, join its cgroup (a
-    tiny ``sh``, as root, inside), drop capabilities with ``setpriv`` (and become ``user``), exec.
+# programs in a container: emu/container_exec.py (re-exported here; it uses the names above)
+from primogeni.emu.container_exec import exec_argv, run, spawn  # noqa: E402
 
-    ``--pdeathsig`` ties the program to that ``nsenter``: killing it (a timeout) kills the program.
-    """
-    if not argv:
-        raise EmuError("nothing to run", what=c.name)
-    out = [_tool("nsenter"), f"--target={c.pid}", "--net", "--uts", "--ipc", "--mount", "--pid"]
-    if cwd is not None:
-        out.append(f"--wdns={cwd}")
-    out.append("--")
-    if c.cgroup:
-        group = cgroups().find(c.cgroup)
-        if group is None:
-            raise EmuError(f"its cgroup {c.cgroup} is gone", what=c.name)
-        out += ["/bin/sh", "-c", _JOIN, "primo-join", *group.procs_files, "--"]
-    dropped = ",".join(f"-{cap}" for cap in DROPPED_CAPS)
-    out += [_tool("setpriv"), f"--bounding-set={dropped}", f"--inh-caps={dropped}", "--pdeathsig=KILL"]
-    if user is not None:
-        out += [f"--reuid={user}", f"--regid={user}", "--init-groups", "--",
-                _tool("env"), f"HOME=/home/{user}", f"USER={user}", f"LOGNAME={user}"]
-    else:
-        out.append("--")
-    return [*out, *argv]
-
-
-def _env(env: Mapping[str, str] | None) -> dict[str, str]:
-    return dict(env) if env is not None else {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
-
-
-def spawn(c: Container, argv: Sequence[str], *, user: str | None = None, stdin: Any = None,
-          stdout: Any = None, stderr: Any = None, env: Mapping[str, str] | None = None,
-          cwd: str | None = None) -> subprocess.Popen[Any]:
-    """Start ``argv`` in the container; the Popen's pid is ``nsenter``'s (killing it kills ``argv``).
-
-    ``env`` defaults to a minimal environment (``PATH``, ``HOME``, ``LANG``), not the agent's.
-    """
-    try:
-        return subprocess.Popen(exec_argv(c, argv, user=user, cwd=cwd), stdin=stdin, stdout=stdout,
-                                stderr=stderr, env=_env(env))
-    except OSError as exc:
-        raise EmuError(f"cannot start {list(argv)}: {exc}", what=c.name) from exc
-
-
-def run(c: Container, argv: Sequence[str], *, user: str | None = None, timeout: float | None = None,
-        input: str | None = None, env: Mapping[str, str] | None = None,
-        cwd: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` in the container and wait; stdout and stderr are captured as text.
-
-    On timeout the program is killed and ``subprocess.TimeoutExpired`` propagates.
-    """
-    try:
-        return subprocess.run(exec_argv(c, argv, user=user, cwd=cwd), input=input, capture_output=True,
-                              text=True, timeout=timeout, env=_env(env), check=False)
-    except OSError as exc:
-        raise EmuError(f"cannot run {list(argv)}: {exc}", what=c.name) from exc
+__all__ = ["Container", "ContainerSpec", "attach", "cgroups", "close_forker", "create", "destroy", "destroy_many",
+           "etc_files", "exec_argv", "restart", "run", "spawn"]

@@ -60,6 +60,7 @@ NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 18, 20, 24
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 10, 18, 28
+IFLA_GROUP = 27
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
 VETH_INFO_PEER = 1
 IFLA_BR_FORWARD_DELAY, IFLA_BR_STP_STATE = 1, 5
@@ -337,6 +338,17 @@ def delete(ipr: IPRoute, name: Device) -> None:
 
 def set_up(ipr: IPRoute, name: Device) -> None:
     _request(str(name), "bring the device up", _setlink, ipr, name, flags=IFF_UP, change=IFF_UP)
+
+
+def set_group(ipr: IPRoute, name: Device, group: int) -> bool:
+    """Move the device into device ``group`` (one request); ``False`` when there is no such device."""
+    try:
+        _setlink(ipr, name, _nla_u32(IFLA_GROUP, group))
+    except NetlinkError as exc:
+        if int(exc.code) == errno.ENODEV:
+            return False
+        raise _fail(exc, str(name), f"move the device to group {group}") from exc
+    return True
 
 
 def set_down(ipr: IPRoute, name: Device) -> None:
