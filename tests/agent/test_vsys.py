@@ -195,15 +195,16 @@ def served(tmp_path: Path) -> Iterator[Served]:
         server.stop()
 
 
-def test_fifos_are_made_private(served: Served) -> None:
+def test_fifos_serve_the_sliver_and_only_it(served: Served) -> None:
     _store, _backend, server, directory = served
     names = sorted(p.name for p in directory.iterdir())
     assert names == sorted(f"{s}.{end}" for s in SCRIPTS for end in ("in", "out"))
     for path in directory.iterdir():
         st = path.lstat()
         assert stat.S_ISFIFO(st.st_mode)
-        assert stat.S_IMODE(st.st_mode) == 0o600
+        assert stat.S_IMODE(st.st_mode) == 0o666  # any user of the sliver, through its /vsys mount
         assert st.st_uid == os.geteuid()
+    assert stat.S_IMODE(directory.parent.stat().st_mode) == 0o700  # other slivers cannot reach it by path
     assert server.served() == {URN: directory}
 
 

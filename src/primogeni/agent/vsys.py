@@ -192,6 +192,11 @@ class _Channel:
     discarding: bool = False  # inside an over-long line: drop bytes until its newline
 
 
+# Every user of the sliver may make requests (its logins as well as root): the FIFOs are reachable only
+# through the sliver's own /vsys bind mount, since the agent keeps their parent directory root-only (0700).
+FIFO_MODE = 0o666
+
+
 def _open_fifo(path: Path) -> int:
     """Our FIFO at ``path`` (made, or remade if something else is there), open read-write, non-blocking."""
     try:
@@ -203,7 +208,7 @@ def _open_fifo(path: Path) -> int:
             path.unlink()  # a file or symlink the sliver put in our place (a directory fails here)
             st = None
         if st is None:
-            os.mkfifo(path, 0o600)
+            os.mkfifo(path, FIFO_MODE)
         fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         raise EmuError(f"cannot make the vsys FIFO: {exc.strerror or exc}", str(path)) from None
@@ -211,7 +216,7 @@ def _open_fifo(path: Path) -> int:
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
             raise EmuError("is not a FIFO", str(path))
         os.fchown(fd, os.geteuid(), os.getegid())
-        os.fchmod(fd, 0o600)
+        os.fchmod(fd, FIFO_MODE)
     except OSError as exc:
         os.close(fd)
         raise EmuError(f"cannot secure the vsys FIFO: {exc.strerror or exc}", str(path)) from None
@@ -251,6 +256,8 @@ class VsysServer:
                 self.remove_sliver(spec.urn)
             try:
                 directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+                # other slivers share the file system: only root may reach this sliver's FIFOs by path
+                directory.parent.chmod(0o700)
             except OSError as exc:
                 raise EmuError(f"cannot make the vsys directory: {exc.strerror or exc}", str(directory)) from None
             made: list[_Channel] = []
