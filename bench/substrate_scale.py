@@ -210,7 +210,7 @@ def run_direct(n: int, shape: str, layout: Layout, work: Path) -> dict[str, floa
             def job() -> None:
                 for s in slivers:
                     w.realizer.store.put_sliver(s)
-                    w.realizer.ensure_sliver(s)
+                w.realizer.ensure_slivers(slivers)  # the batch call: containers pipelined with plumbing
                 for link in link_specs:
                     w.realizer.store.put_link(link)
                     w.realizer.ensure_link(link)

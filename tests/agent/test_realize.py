@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import signal
@@ -145,6 +146,39 @@ def test_two_slivers_on_a_link_ping_and_leave_nothing(nodes) -> None:
     assert r.status(a.urn) is None and r.status(LAN) is None
     r.remove_sliver(a.urn)  # idempotent
     r.remove_link(LAN)
+
+
+@pytest.mark.root
+def test_ensure_slivers_makes_a_batch_keeps_what_runs_and_reports_failures(nodes) -> None:
+    (node,) = nodes(1)
+    r = node.realizer
+    link = LinkSpec(LAN, SLICE, 100, members=tuple((f"urn:publicid:IDN+primo+sliver+h{i}", "eth1") for i in (1, 2, 3)))
+    hosts = [host(i, f"10.77.0.{i}/24", LAN) for i in (1, 2, 3)]
+    provision(node, hosts[0], link)  # one runs already: kept
+    clash = dataclasses.replace(host(4), ports=hosts[1].ports)  # h2's port range: its NAT is refused
+    for spec in (*hosts, clash):
+        node.store.put_sliver(spec)
+    with pytest.raises(EmuError, match=r"1 of 4 slivers failed.*overlaps"):
+        r.ensure_slivers([*hosts, clash])
+    assert [r.status(spec.urn) for spec in hosts] == ["ready"] * 3
+    assert r.status(clash.urn) is None and not netns.exists(f"primo-{node.name}-4")
+    assert ping(node, 3, "10.77.0.1") and ping(node, 2, "172.30.0.1")
+    ns = f"primo-{node.name}-3"
+    assert netns.get_sysctl(ns, "net.ipv4.ip_local_port_range").split() == ["20030", "20039"]
+    assert netns.get_sysctl(ns, "net.ipv4.ping_group_range").split() == ["0", "2147483647"]
+    with netns.iproute(node.netns) as ipr:
+        assert links.master_of(ipr, "primo3e0") == "primob100"
+        assert links.master_of(ipr, "primo3c") == "primo-ctl" and links.is_isolated(ipr, "primo3c")
+    assert set(r.ctl.slivers()) == {1, 2, 3}
+    node.store.drop_sliver(clash.urn)
+    r.ensure_slivers(hosts)  # idempotent
+    r.remove_slivers([spec.urn for spec in hosts])
+    r.remove_links([LAN])
+    for spec in hosts:
+        node.store.drop_sliver(spec.urn)
+    node.store.drop_link(LAN)
+    r.settle()
+    assert leftovers(node) == []
 
 
 @pytest.mark.root

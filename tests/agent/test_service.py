@@ -22,7 +22,7 @@ import pytest
 
 from primogeni.agent import service as service_module
 from primogeni.agent.config import AGENT_PATH, AgentConfig, ConfigError
-from primogeni.agent.realize_links import sliver_netns
+from primogeni.agent.realize_links import bridge_device, exp_device, sliver_netns
 from primogeni.agent.service import AgentService, run_agent, xmlrpc_safe
 from primogeni.agent.spec import LinkSpec, SliverSpec
 from primogeni.agent.store import Store, VsysLink
@@ -109,6 +109,17 @@ class FakeRealizer:
     def remove_sliver(self, urn: str) -> None: self._call("remove_sliver", urn, state="gone")
     def ensure_link(self, spec: LinkSpec) -> None: self._call("ensure_link", spec.urn, state="ready")
     def remove_link(self, urn: str) -> None: self._call("remove_link", urn, state="gone")
+
+    def remove_slivers(self, urns: Sequence[str]) -> None:
+        self._call("remove_slivers", list(urns))
+        for u in urns:
+            self.states.pop(u, None)
+
+    def remove_links(self, urns: Sequence[str]) -> None:
+        self._call("remove_links", list(urns))
+        for u in urns:
+            self.states.pop(u, None)
+
     def set_link_state(self, urn: str, up: bool) -> None: self._call("set_link_state", urn, up)
     def start_sliver(self, urn: str) -> None: self._call("start_sliver", urn, state="ready")
     def stop_sliver(self, urn: str) -> None: self._call("stop_sliver", urn, state="stopped")
@@ -222,7 +233,8 @@ def test_get_version(agent: Running) -> None:
 
 
 def test_only_the_am_may_call(agent: Running) -> None:
-    for method, args in (("GetVersion", ()), ("ProvisionSliver", (sliver(1),)), ("Release", (urn(1),))):
+    for method, args in (("GetVersion", ()), ("ProvisionSliver", (sliver(1),)), ("Release", (urn(1),)),
+                         ("ProvisionMany", ([sliver(1)], [])), ("ReleaseMany", ([urn(1)],))):
         answer = agent.call(method, *args, who=agent.pki.user)
         assert code(answer) == GeniCode.FORBIDDEN, answer
         assert "urn:publicid:IDN+primo+user+alice" in answer["output"]
@@ -340,6 +352,83 @@ def test_a_kernel_failure_is_an_error_with_its_reason(agent: Running) -> None:
     agent.realizer.fail["monitor"] = RuntimeError("a bug")
     answer = agent.call("Monitor")
     assert code(answer) == GeniCode.SERVERERROR and "a bug" not in answer["output"]
+
+
+class PickyRealizer(FakeRealizer):
+    """Fails ``ensure_sliver`` for one URN only."""
+
+    def __init__(self, bad: str) -> None:
+        super().__init__()
+        self.bad = bad
+
+    def ensure_sliver(self, spec: SliverSpec) -> None:
+        if spec.urn == self.bad:
+            self.calls.append(("ensure_sliver", spec.urn))
+            raise EmuError("cannot make the veth", f"primo{spec.slot}c")
+        super().ensure_sliver(spec)
+
+
+def test_provision_many_stores_all_then_realizes_and_answers_per_item(pki: Pki, tmp_path: Path) -> None:
+    link = replace(LINK, members=((urn(1), "eth1"), (urn(2), "eth1")))
+    with started(pki, tmp_path / "s", PickyRealizer(urn(5)), kind="shared") as running:
+        answer = running.call("ProvisionMany", [sliver(1), sliver(2, slice_urn=SLICE2)], [link.to_dict()])
+        assert code(answer) == 0, answer
+        assert answer["value"] == {urn(1): "ready", urn(2): "ready", LINK.urn: "ready"}
+        assert sorted(running.service.store.slivers()) == [urn(1), urn(2)]
+        assert running.service.store.get_link(LINK.urn) == link
+        names = running.realizer.names()
+        assert names.index("ensure_link") > max(i for i, n in enumerate(names) if n == "ensure_sliver")
+        assert (running.service.config.state_dir / "vsys" / "2" / "setup-link.in").exists()
+        # refused and failed items are reported with their reason; the others still go
+        items = [sliver(3, slot=1, slice_urn="urn:publicid:IDN+primo:p1+slice+s3"),  # slot held
+                 sliver(4),  # the same slice again on a shared node
+                 sliver(5, slice_urn="urn:publicid:IDN+primo:p1+slice+s5"),  # the kernel fails
+                 sliver(6, slice_urn="urn:publicid:IDN+primo:p1+slice+s6"),
+                 sliver(7, slot=6, slice_urn="urn:publicid:IDN+primo:p1+slice+s7")]  # slot 6 taken just above
+        value = running.call("ProvisionMany", items, [])["value"]
+        assert value[urn(3)].startswith("BADARGS: ") and "slot 1 is held by" in value[urn(3)]
+        assert value[urn(4)].startswith("REFUSED: ") and "one per slice" in value[urn(4)]
+        assert value[urn(5)] == "ERROR: ProvisionMany: primo5c: cannot make the veth"
+        assert value[urn(6)] == "ready" and value[urn(7)].startswith("BADARGS: ")
+        held = running.service.store.slivers()
+        assert sorted(held) == [urn(1), urn(2), urn(5), urn(6)]  # urn(5) stays stored: reconcile retries
+        # malformed: the whole call is BADARGS and nothing is stored
+        for args, field in ((([sliver(8), sliver(9, slot=-1)], []), "slivers[1]"), (("x", []), "slivers"),
+                            (([], [{**LINK.to_dict(), "vni": 0}]), "links[0]"), (([sliver(8)],), "arguments")):
+            bad = running.call("ProvisionMany", *args)
+            assert code(bad) == GeniCode.BADARGS and field in bad["output"], bad
+        assert sorted(running.service.store.slivers()) == sorted(held)
+
+
+def test_release_many_in_one_pass(agent: Running) -> None:
+    assert code(agent.call("ProvisionMany", [sliver(1), sliver(2)], [LINK.to_dict()])) == 0
+    agent.service.store.put_vsys_link(urn(1), VsysLink("l1", "10.254.0.12", 4097))
+    unknown = "urn:publicid:IDN+primo+sliver+unknown"
+    answer = agent.call("ReleaseMany", [urn(1), LINK.urn, urn(2), unknown])
+    assert answer["value"] == {urn(1): "released", LINK.urn: "released", urn(2): "released", unknown: "released"}
+    calls = agent.realizer.calls
+    assert ("remove_links", [LINK.urn]) in calls and ("remove_slivers", [urn(1), urn(2)]) in calls
+    names = agent.realizer.names()
+    assert names.index("vsys_delete_link") < names.index("remove_links") < names.index("remove_slivers")
+    assert "remove_sliver" not in names and "remove_link" not in names
+    assert agent.service.store.slivers() == {} and Store(agent.service.config.state_dir).links() == {}
+    assert list((agent.service.config.state_dir / "vsys" / "1").glob("*.in")) == []
+    assert code(agent.call("ReleaseMany", [1])) == GeniCode.BADARGS
+    assert code(agent.call("ReleaseMany", urn(1))) == GeniCode.BADARGS
+
+
+def test_release_many_falls_back_to_one_by_one_and_keeps_what_failed(agent: Running) -> None:
+    assert code(agent.call("ProvisionMany", [sliver(1), sliver(2)], [])) == 0
+    agent.realizer.fail["remove_slivers"] = EmuError("busy", "primo-pc1-1")
+    agent.realizer.fail["remove_sliver"] = EmuError("busy", "primo-pc1-1")
+    value = agent.call("ReleaseMany", [urn(1), urn(2)])["value"]
+    assert value == {urn(1): "ERROR: ReleaseMany: primo-pc1-1: busy", urn(2): "ERROR: ReleaseMany: primo-pc1-1: busy"}
+    assert sorted(agent.service.store.slivers()) == [urn(1), urn(2)]  # kept, so that the AM can try again
+    del agent.realizer.fail["remove_sliver"]
+    assert agent.call("ReleaseMany", [urn(1), urn(2)])["value"] == {urn(1): "released", urn(2): "released"}
+    assert [c for c in agent.realizer.calls if c[0] == "remove_sliver"][-2:] == [("remove_sliver", urn(1)),
+                                                                               ("remove_sliver", urn(2))]
+    assert agent.service.store.slivers() == {}
 
 
 def test_monitor_reconcile_and_big_numbers(agent: Running) -> None:
@@ -500,6 +589,28 @@ def test_provisioning_and_vsys_against_the_kernel(pki: Pki, nodes: Any) -> None:
         assert not netns.exists(name)
         assert node.store.slivers() == {}
         assert list((node.state_dir / "vsys" / "1").glob("*.in")) == []
+
+
+@pytest.mark.root
+def test_provision_many_and_release_many_against_the_kernel(pki: Pki, nodes: Any) -> None:
+    """Three slivers and the LAN joining them in one call, then all released in one call."""
+    (node,) = nodes(1)
+    lan = LinkSpec("urn:publicid:IDN+primo+sliver+lan0", SLICE, 4096, tuple((urn(i), "eth1") for i in (1, 2, 3)), ())
+    items = [sliver(i, interfaces=[{"name": "eth1", "mac": f"02:00:00:00:00:0{i}", "address": f"10.1.0.{i}/24",
+                                    "link": lan.urn}]) for i in (1, 2, 3)]
+    with started(pki, node.state_dir, node.realizer, node.store, node=node.name, underlay_ip=node.address) as running:
+        answer = running.call("ProvisionMany", items, [lan.to_dict()])
+        assert answer["value"] == {urn(1): "ready", urn(2): "ready", urn(3): "ready", lan.urn: "ready"}, answer
+        with netns.iproute(node.netns) as ipr:
+            assert [links.master_of(ipr, exp_device(i, 0)) for i in (1, 2, 3)] == [bridge_device(4096)] * 3
+        answer = running.call("ReleaseMany", [lan.urn, urn(1), urn(2), urn(3)])
+        assert set(answer["value"].values()) == {"released"}, answer
+        assert not any(netns.exists(sliver_netns(node.name, i)) for i in (1, 2, 3))
+        assert node.store.slivers() == {} and node.store.links() == {}
+        node.realizer.settle()
+        with netns.iproute(node.netns) as ipr:
+            left = links.names(ipr, "primo")
+            assert [d for d in left if d.startswith(("primob", "primo1", "primo2", "primo3"))] == []
 
 
 @pytest.mark.root

@@ -2,8 +2,9 @@
 
 :class:`FakeAgent` serves ``/primo/agent/1`` with :class:`primogeni.rpc.RpcServer` and a node
 certificate issued by the test authority's root, records every call, keeps what it was told, and
-can be told to fail a method (``fail["ProvisionSliver"] = "disk full"``) or to go away
-(:meth:`FakeAgent.stop`; a new one on the same port comes back). :meth:`FakeAgent.register`
+can be told to fail a method (``fail["ProvisionSliver"] = "disk full"``; in a batch that fails each
+sliver item) or to go away (:meth:`FakeAgent.stop`; a new one on the same port comes back). With
+``batch=False`` it is an older agent without ``ProvisionMany``/``ReleaseMany`` (UNSUPPORTED). :meth:`FakeAgent.register`
 calls the AM's registry with the node's own certificate, as ``primo agent`` does.
 """
 
@@ -65,8 +66,10 @@ class FakeAgent:
     running: set[str] = field(default_factory=set)
     events: dict[int, EventSpec] = field(default_factory=dict)
     fail: dict[str, str] = field(default_factory=dict)
+    batch: bool = True
 
     def __post_init__(self) -> None:
+        self.methods = self.METHODS + (("ProvisionMany", "ReleaseMany") if self.batch else ())
         self.cert, self.key = node_identity(self.fed, self.name)
         self.trust = TrustStore.from_certs([self.fed.root.gid.cert])
         self._lock = threading.Lock()
@@ -85,7 +88,7 @@ class FakeAgent:
         for _ in range(50):
             try:
                 return FakeAgent(self.fed, self.name, self.underlay, self.kind, self.port, [], dict(self.slivers),
-                                 dict(self.links), set(self.running), dict(self.events), {})
+                                 dict(self.links), set(self.running), dict(self.events), {}, self.batch)
             except OSError:  # the port is still being released
                 time.sleep(0.05)
         raise AssertionError(f"cannot listen on port {self.port} again")
@@ -111,7 +114,7 @@ class FakeAgent:
 
     # -- the agent protocol
 
-    methods = ("GetVersion", "ProvisionSliver", "ProvisionLink", "Start", "Stop", "Release", "Status", "Monitor",
+    METHODS = ("GetVersion", "ProvisionSliver", "ProvisionLink", "Start", "Stop", "Release", "Status", "Monitor",
                "Event")
 
     def __call__(self, method: str, params: tuple[Any, ...], caller: Gid) -> object:
@@ -122,6 +125,23 @@ class FakeAgent:
             if method in self.fail:
                 raise GeniError(GeniCode.ERROR, f"{method}: {self.fail[method]}")
             return envelope(getattr(self, "_" + method.lower())(*params))
+
+    def _item(self, method: str, *args: Any) -> str:
+        """One item of a batch: its state, or its error as ``"<CODE>: <reason>"`` (as the agent answers)."""
+        try:
+            if method in self.fail:
+                raise GeniError(GeniCode.ERROR, f"{method}: {self.fail[method]}")
+            answer = getattr(self, "_" + method.lower())(*args)
+        except GeniError as exc:
+            return f"{exc.code.name}: {exc.reason}"
+        return str(answer["state"]) if isinstance(answer, dict) else "released"
+
+    def _provisionmany(self, slivers: list[dict[str, Any]], links: list[dict[str, Any]]) -> dict[str, str]:
+        answer = {str(d["urn"]): self._item("ProvisionSliver", d) for d in slivers}
+        return answer | {str(d["urn"]): self._item("ProvisionLink", d) for d in links}
+
+    def _releasemany(self, urns: list[str]) -> dict[str, str]:
+        return {u: self._item("Release", u) for u in urns}
 
     def _getversion(self) -> dict[str, Any]:
         return {"node": self.name, "kind": self.kind, "underlay": self.underlay}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import time
 
 from lxml import etree
 from sqlalchemy import func, select
 
+from primogeni.am import agent_rpc
 from primogeni.am.agent_driver import AgentDriver, host_name
 from primogeni.am.models import DriverSliverRow, SubnetRow, VniRow
 from primogeni.am.service import AmService
@@ -16,8 +18,9 @@ from primogeni.geni.rspec import validate
 
 from .conftest import proxy
 from .fake_agent import GENI3, AgentBed, FakeAgent, agent_bed, code, rspec, slice_urn
+from .test_agent_compat import Node, real_agents
 
-__all__ = ["agent_bed"]
+__all__ = ["agent_bed", "real_agents"]
 
 RSPEC_NS = "{http://www.geni.net/resources/rspec/3}"
 TRIANGLE = rspec({"h1": "pc1", "h2": "pc2", "h3": "pc1"}, {"lan": ["h1", "h2", "h3"], "wire": ["h1", "h3"]})
@@ -72,9 +75,10 @@ def test_provision_sends_the_right_specs_to_the_right_agents(agent_bed: AgentBed
     wire = pc1.links[links["wire"].get("sliver_id")]
     assert wire.remotes == () and links["wire"].get("sliver_id") not in pc2.links
     assert sorted(wire.members) == sorted([(urns["h1"], "eth2"), (urns["h3"], "eth2")])
-    # node slivers first, then links; started with Start on their own node only (links have no Start)
-    methods = [m for m, _ in pc1.calls]
-    assert methods.index("ProvisionLink") > max(i for i, m in enumerate(methods) if m == "ProvisionSliver")
+    # one ProvisionMany per node: its slivers, then its ends of the links; then Start on their own node only
+    ((slivers, ends),) = pc1.called("ProvisionMany")
+    assert sorted(d["urn"] for d in slivers) == sorted([urns["h1"], urns["h3"]]) and len(ends) == 2
+    assert len(pc2.called("ProvisionMany")) == 1 and not pc1.called("ProvisionSliver") + pc1.called("ProvisionLink")
     assert sorted(a[0] for a in pc1.called("Start")) == sorted([urns["h1"], urns["h3"]])
     assert pc2.called("Start") == [(urns["h2"],)]
     assert pc1.running == {urns["h1"], urns["h3"]}
@@ -84,10 +88,13 @@ def test_delete_releases_on_every_node_and_frees_tags_and_subnets(agent_bed: Age
     pc1, pc2 = agent_bed.agents["pc1"], agent_bed.agents["pc2"]
     agent_bed.create("del", TRIANGLE)
     assert count(agent_bed.service, DriverSliverRow) == 5 and count(agent_bed.service, SubnetRow) == 2
+    link_urns = set(pc1.links)
     answer = agent_bed.am().Delete([slice_urn("del")], agent_bed.cred("del"), {})
     assert code(answer) == 0, answer["output"]
     assert not pc1.slivers and not pc1.links and not pc2.slivers and not pc2.links
-    assert len(pc1.called("Release")) == 4 and len(pc2.called("Release")) == 2  # 2 slivers + 2 links; 1 + lan
+    ((gone,),) = pc1.called("ReleaseMany")  # one call per node: the links first, then the slivers they join
+    assert len(gone) == 4 and set(gone[:2]) == link_urns and len(pc2.called("ReleaseMany")[0][0]) == 2
+    assert not pc1.called("Release") and not pc2.called("Release")
     for table in (DriverSliverRow, SubnetRow, VniRow):
         assert count(agent_bed.service, table) == 0, table
 
@@ -248,3 +255,116 @@ def test_an_agent_with_the_wrong_certificate_is_not_trusted(agent_bed: AgentBed)
         assert "node+pc2" in answer["output"] and not impostor.slivers
     finally:
         impostor.stop()
+
+
+def older(bed: AgentBed, name: str) -> FakeAgent:
+    """Replace ``name``'s agent by one without the batch methods (registered at a new URL)."""
+    old = bed.agents[name]
+    bed.agents[name] = FakeAgent(bed.fed, name, old.underlay, old.kind, batch=False)
+    old.stop()
+    answer = bed.agents[name].register(bed.service.urls["registry"])
+    assert code(answer) == 0, answer["output"]
+    return bed.agents[name]
+
+
+def test_an_agent_without_batch_methods_gets_single_calls(agent_bed: AgentBed) -> None:
+    pc1, pc2 = older(agent_bed, "pc1"), agent_bed.agents["pc2"]
+    agent_bed.create("mixed", TRIANGLE)
+    assert not pc1.called("ProvisionMany")  # its server answered UNSUPPORTED without calling it
+    assert len(pc1.called("ProvisionSliver")) == 2 and len(pc1.called("ProvisionLink")) == 2
+    methods = [m for m, _ in pc1.calls]
+    assert methods.index("ProvisionLink") > max(i for i, m in enumerate(methods) if m == "ProvisionSliver")
+    assert len(pc2.called("ProvisionMany")) == 1 and not pc2.called("ProvisionSliver")
+    assert len(pc1.slivers) == 2 and len(pc2.slivers) == 1 and len(pc1.links) == 2
+    link_urns = set(pc1.links)
+    assert code(agent_bed.am().Delete([slice_urn("mixed")], agent_bed.cred("mixed"), {})) == 0
+    released = [a[0] for a in pc1.called("Release")]
+    assert len(released) == 4 and set(released[:2]) == link_urns  # links first, then slivers
+    assert len(pc2.called("ReleaseMany")) == 1 and not pc2.called("Release")
+    assert not pc1.slivers and not pc1.links and not pc2.slivers and count(agent_bed.service, DriverSliverRow) == 0
+    # and an older agent's failure is still reported with its node and reason
+    pc1.fail["ProvisionSliver"] = "out of disk space"
+    am, cred = agent_bed.am(), agent_bed.cred("bad")
+    assert code(am.Allocate(slice_urn("bad"), cred, TRIANGLE, {})) == 0
+    answer = am.Provision([slice_urn("bad")], cred, {"geni_rspec_version": GENI3})
+    assert code(answer) == GeniCode.ERROR and "node pc1" in answer["output"] and "out of disk" in answer["output"]
+    assert not pc2.slivers and count(agent_bed.service, DriverSliverRow) == 0
+
+
+def test_a_failed_release_item_waits_for_the_sweep(agent_bed: AgentBed) -> None:
+    value = agent_bed.create("rel", rspec({"a": "pc1", "b": "pc2"}))
+    urns = {n.get("client_id"): n.get("sliver_id") for n in manifest_of(value).iter(f"{RSPEC_NS}node")}
+    pc1, pc2 = agent_bed.agents["pc1"], agent_bed.agents["pc2"]
+    pc1.fail["Release"] = "device busy"  # each item of pc1's ReleaseMany fails
+    assert code(agent_bed.am().Delete([slice_urn("rel")], agent_bed.cred("rel"), {})) == 0
+    assert not pc2.slivers and list(pc1.slivers) == [urns["a"]]
+    driver = agent_bed.service.driver
+    assert isinstance(driver, AgentDriver) and driver.placed(urns["a"]) == ["pc1"] and not driver.placed(urns["b"])
+    del pc1.fail["Release"]
+    assert driver.sweep() == [urns["a"]] and not pc1.slivers
+
+
+def test_big_batches_are_cut_into_chunks(agent_bed: AgentBed, monkeypatch) -> None:
+    monkeypatch.setattr(agent_rpc, "BATCH_ITEMS", 4)
+    nodes = {f"h{i}": ("pc1" if i % 2 else "pc2") for i in range(12)}
+    agent_bed.create("chunks", rspec(nodes, {f"l{i}": [f"h{i}", f"h{i + 1}"] for i in range(0, 12, 2)}), start=False)
+    pc1 = agent_bed.agents["pc1"]
+    calls = pc1.called("ProvisionMany")  # 6 slivers in chunks of 4 and 2, then the 6 links' ends in 4 and 2
+    assert sorted((len(s), len(lk)) for s, lk in calls) == [(0, 2), (0, 4), (2, 0), (4, 0)]
+    assert [len(lk) for _s, lk in calls][-2:] != [0, 0] and len(pc1.slivers) == 6 and len(pc1.links) == 6
+    # the byte budget: a slice's big host list shared by its specs is counted in every item
+    hosts = [[f"h{i}", f"10.0.{i // 256}.{i % 256}"] for i in range(1000)]
+    items = [{"urn": f"u{k}", "hosts": hosts} for k in range(10)]
+    size = agent_rpc.wire_size(items[0], {})
+    assert size > 1000 * 100
+    monkeypatch.setattr(agent_rpc, "BATCH_BYTES", 3 * size)
+    assert [len(c) for c in agent_rpc.chunks(items)] == [3, 3, 3, 1]
+    import xmlrpc.client
+
+    assert len(xmlrpc.client.dumps((items[:3],))) < 3 * size  # the estimate is an upper bound
+
+
+def test_the_real_agent_service_takes_one_batch_per_node(real_agents: tuple[AgentBed, dict[str, Node]]) -> None:
+    bed, nodes = real_agents
+    seen: list[tuple[str, str]] = []
+    for name, node in nodes.items():
+        methods = node.service.api._methods
+        for method, fn in list(methods.items()):
+            def counted(*args, _fn=fn, _key=(name, method)):  # type: ignore[no-untyped-def]
+                seen.append(_key)
+                return _fn(*args)
+            counted.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+            methods[method] = counted
+    bed.create("batch", rspec({"a": "pc1", "b": "pc2", "c": "pc1"}, {"abc": ["a", "b", "c"]}), start=False)
+    provisions = sorted(m for m in seen if m[1].startswith("Provision"))
+    assert provisions == [("pc1", "ProvisionMany"), ("pc2", "ProvisionMany")]
+    assert len(nodes["pc1"].service.store.slivers()) == 2 and len(nodes["pc2"].service.store.links()) == 1
+    assert code(bed.am().Delete([slice_urn("batch")], bed.cred("batch"), {})) == 0
+    assert sorted(m for m in seen if m[1].startswith("Release")) == [("pc1", "ReleaseMany"), ("pc2", "ReleaseMany")]
+    assert all(n.service.store.slivers() == {} and n.service.store.links() == {} for n in nodes.values())
+    assert nodes["pc2"].recorder.calls[-1][0] == "remove_sliver"  # a realizer without remove_slivers: one by one
+
+
+def test_rpc_cost_per_sliver_batched_and_single(agent_bed: AgentBed) -> None:
+    """Calls and time to provision and delete 16 slivers (both nodes full) and 8 links (figures printed)."""
+    nodes = {f"h{i}": ("pc1" if i % 2 else "pc2") for i in range(16)}
+    request = rspec(nodes, {f"l{i}": [f"h{i}", f"h{i + 1}"] for i in range(0, 16, 2)})
+    figures = {}
+    for mode in ("batched", "single"):
+        if mode == "single":
+            older(agent_bed, "pc1"), older(agent_bed, "pc2")
+        agents = [agent_bed.agents["pc1"], agent_bed.agents["pc2"]]
+        started = time.perf_counter()
+        agent_bed.create(mode, request, start=False)
+        made = time.perf_counter() - started
+        provision_calls = sum(len(a.calls) for a in agents)
+        started = time.perf_counter()
+        assert code(agent_bed.am().Delete([slice_urn(mode)], agent_bed.cred(mode), {})) == 0
+        gone = time.perf_counter() - started
+        figures[mode] = (provision_calls, sum(len(a.calls) for a in agents) - provision_calls, made, gone)
+        assert not any(a.slivers or a.links for a in agents)
+    print("\n16 slivers + 8 links on 2 fake agents: " + "; ".join(
+        f"{m}: {p} provision calls ({p / 16:.2f}/sliver), {r} release calls, Provision {t * 1e3:.0f} ms, "
+        f"Delete {d * 1e3:.0f} ms" for m, (p, r, t, d) in figures.items()))
+    assert figures["batched"][:2] == (2, 2)  # the single mode also had one UNSUPPORTED answer per node and batch
+    assert figures["single"][:2] == (16 + 16, 16 + 16)  # links span both nodes

@@ -296,9 +296,10 @@ def test_a_container_outlives_the_process_that_created_it(tmp_path: Path) -> Non
 
 @pytest.mark.root
 def test_a_failed_create_names_the_step_and_leaves_nothing(make: Factory, tmp_path: Path) -> None:
-    spec = _spec(tmp_path, vsys_dir=tmp_path / "missing", cgroup=f"primo/primo-t{secrets.token_hex(3)}")
+    (tmp_path / "file").write_text("not a directory")
+    spec = _spec(tmp_path, vsys_dir=tmp_path / "file" / "vsys", cgroup=f"primo/primo-t{secrets.token_hex(3)}")
     try:
-        with pytest.raises(EmuError, match=r"bind .*/missing on /vsys"):
+        with pytest.raises(EmuError, match=r"make .*/file/vsys"):
             container.create(spec)
         assert not netns.path(spec.name).exists()
         assert container.cgroups().find(spec.cgroup or "") is None
@@ -340,3 +341,50 @@ def test_a_killed_forker_is_replaced_and_destroy_still_works(make: Factory) -> N
     assert not c.alive() and not netns.path(spec.name).exists()
     _, again = make()  # a new forker
     assert again.alive() and container._forker_handle._pid != forker
+
+
+@pytest.mark.root
+def test_create_many_yields_each_container_in_order_and_a_failure_in_place(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    (tmp_path / "file").write_text("not a directory")
+    group = f"primo/primo-t{secrets.token_hex(3)}"
+    specs = [_spec(tmp_path, hostname="one", vsys_dir=tmp_path / "v1", cgroup=group,
+                   sysctls=(("net.ipv4.ip_local_port_range", "31000 31009"),)),
+             _spec(tmp_path, hostname="two", vsys_dir=tmp_path / "file" / "v2"),
+             _spec(tmp_path, hostname="three", sysctls=(("net.ipv4.ping_group_range", "0 2147483647"),))]
+    try:
+        made = list(container.create_many(specs))
+        assert [type(m) for m in made] == [Container, EmuError, Container]
+        one, failed, three = made
+        assert isinstance(one, Container) and isinstance(three, Container) and isinstance(failed, EmuError)
+        assert "two" not in str(failed) and specs[1].name in str(failed)
+        assert not netns.path(specs[1].name).exists() and not (tmp_path / f"{specs[1].name}.pid").exists()
+        assert _out(one, "hostname").strip() == "one" and _out(three, "hostname").strip() == "three"
+        assert _out(one, "cat", "/proc/sys/net/ipv4/ip_local_port_range").split() == ["31000", "31009"]
+        assert _out(three, "cat", "/proc/sys/net/ipv4/ping_group_range").split() == ["0", "2147483647"]
+        assert (tmp_path / "v1").is_dir()  # made by PID 1
+        assert container.attach(specs[0].name, tmp_path) == one  # the forker wrote the pid file
+        assert one.pid in container.cgroups().find(group).pids()  # type: ignore[union-attr]
+        other = _spec(tmp_path)
+        assert container.create(other).alive()  # the forker serves single requests again
+        specs.append(other)
+    finally:
+        container.destroy_many([spec.name for spec in specs], tmp_path)
+    assert container.cgroups().find(group) is None
+
+
+@pytest.mark.root
+def test_create_many_closed_midway_removes_the_containers_not_taken(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    specs = [_spec(tmp_path, hostname=f"h{i}") for i in range(3)]
+    try:
+        stream = container.create_many(specs)
+        first = next(stream)
+        stream.close()
+        assert isinstance(first, Container) and first.alive()
+        assert [netns.path(spec.name).exists() for spec in specs] == [True, False, False]
+        assert container.create(_spec(tmp_path, hostname="after")).alive()
+    finally:
+        container.destroy_many([spec.name for spec in specs], tmp_path)

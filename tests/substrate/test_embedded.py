@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from primogeni.agent.spec import SliverSpec
 from primogeni.am.inventory import load_inventory
 from primogeni.ch.authority import Authority
 from primogeni.cli.main import main
@@ -211,6 +212,12 @@ def test_up_status_down_leaves_nothing(tagged: tuple[Path, Layout]) -> None:
         assert answer["value"]["node"] == node.name
         agent_gid = Gid.from_pem((home / "substrate" / node.name / "agent.pem").read_bytes())
         assert str(agent_gid.urn) == f"urn:publicid:IDN+primo+node+{node.name}"
+        # two slivers in one call (down removes them in one batch per node)
+        specs = [SliverSpec(f"urn:publicid:IDN+primo+sliver+{node.name}s{k}", f"urn:publicid:IDN+primo:p+slice+s{k}",
+                            f"h{k}", k, (30000 + 10 * k, 30009 + 10 * k)).to_dict() for k in (0, 1)]
+        answer = proxy.ProvisionMany(specs, [])
+        assert set(answer["value"].values()) == {"ready"}, answer
+        assert all(netns.exists(f"{node.netns}-{k}") for k in (0, 1))
 
     # up again: nothing changes, the same agents run
     _cli("substrate", "up", "--home", str(home), "--nodes", "2", "--underlay", str(layout.underlay),
@@ -235,6 +242,7 @@ def test_up_status_down_leaves_nothing(tagged: tuple[Path, Layout]) -> None:
 
     out = _cli("substrate", "down", "--home", str(home))
     assert "embedded substrate down" in out
+    assert all(f"removed container {n.netns}-{k}\n" in out for n in layout.nodes for k in (0, 1)), out
     assert _leftovers(layout, home) == []
     assert sub.layout() is None
 

@@ -120,12 +120,78 @@ class Realizer(ProcRealizer):
         with self._locked(spec.urn), self._session() as ipr:
             self._ensure_sliver(ipr, spec)
 
+    def ensure_slivers(self, specs: Sequence[SliverSpec]) -> None:
+        """:meth:`ensure_sliver` for many slivers. Containers to be made are asked of the forker in
+        batches and plumbed here while it makes the next ones (two cores), and their NAT goes in one
+        transaction. Every sliver is tried; then an ``EmuError`` names how many failed (and the first)."""
+        wanted = list({spec.urn: spec for spec in specs}.values())
+        failures: list[EmuError] = []
+        with self._session() as ipr, contextlib.ExitStack() as held:
+            for urn in sorted(spec.urn for spec in wanted):  # sorted: two batches never wait for each other
+                held.enter_context(self._locked(urn))
+            ctl_bridge = self._ctl_bridge(ipr)
+            new: list[SliverSpec] = []
+            slots: set[int] = set()
+            for spec in wanted:
+                name = rl.sliver_netns(self.node, spec.slot)
+                if (self._slots.get(spec.urn, spec.slot) == spec.slot and spec.slot not in slots
+                        and container.attach(name, self.run_dir) is None and not netns.exists(name)):
+                    slots.add(spec.slot)
+                    self._settle_slot(ipr, spec.slot)
+                    self._slots[spec.urn] = spec.slot
+                    new.append(spec)
+            plumbed: list[SliverSpec] = []
+            made = container.create_many([self._container_spec(spec) for spec in new])
+            with contextlib.closing(made):
+                for spec, c in zip(new, made, strict=True):
+                    try:
+                        if isinstance(c, EmuError):
+                            raise c
+                        try:
+                            self._plumb(ipr, spec, c, ctl_bridge, True, None, sysctls=False, nat=False)
+                        except BaseException:
+                            self._remove_slot(ipr, spec.slot, spec)
+                            raise
+                        plumbed.append(spec)
+                    except EmuError as exc:
+                        failures.append(exc)
+            self._add_nat(ipr, plumbed, failures)
+            for spec in wanted:
+                if spec.slot not in slots or self._slots.get(spec.urn) != spec.slot:
+                    try:
+                        self._ensure_sliver(ipr, spec)
+                    except EmuError as exc:
+                        failures.append(exc)
+        if failures:
+            raise EmuError(f"{len(failures)} of {len(wanted)} slivers failed; the first: {failures[0]}") \
+                from failures[0]
+
+    def _add_nat(self, ipr: IPRoute, specs: list[SliverSpec], failures: list[EmuError]) -> None:
+        """NAT of just-made slivers in one transaction; if refused, one by one (a refused sliver is removed)."""
+        try:
+            self.ctl.add_slivers([(spec.slot, *spec.ports) for spec in specs])
+            return
+        except EmuError:
+            pass
+        for spec in specs:
+            try:
+                self.ctl.add_sliver(spec.slot, *spec.ports)
+            except EmuError as exc:
+                self._remove_slot(ipr, spec.slot, spec)
+                failures.append(exc)
+
     def _container_spec(self, spec: SliverSpec) -> container.ContainerSpec:
         return container.ContainerSpec(
             name=rl.sliver_netns(self.node, spec.slot), hostname=spec.hostname, run_dir=self.run_dir, hosts=spec.hosts,
             users=tuple((login.user, self._uid(spec.slice_urn, login.user)) for login in spec.logins),
             vsys_dir=self._vsys_dir(spec.slot), cgroup=rl.cgroup_name(self.node, spec.slot),
-            cpu_percent=spec.cpu_percent, memory_mb=spec.memory_mb)
+            cpu_percent=spec.cpu_percent, memory_mb=spec.memory_mb, sysctls=self._sysctls(spec))
+
+    @staticmethod
+    def _sysctls(spec: SliverSpec) -> tuple[tuple[str, str], ...]:
+        """The sliver's own sysctls: its port range for local ports, ICMP echo sockets for every group."""
+        lo, hi = spec.ports
+        return (("net.ipv4.ip_local_port_range", f"{lo} {hi}"), ("net.ipv4.ping_group_range", PING_GROUPS))
 
     def _vsys_dir(self, slot: int) -> Path: return self.state_dir / "vsys" / str(slot)
 
@@ -139,9 +205,8 @@ class Realizer(ProcRealizer):
         name = rl.sliver_netns(self.node, spec.slot)
         ctl_bridge = self._ctl_bridge(ipr)
         cspec = self._container_spec(spec)
-        self._vsys_dir(spec.slot).mkdir(parents=True, exist_ok=True)
         c = container.attach(name, self.run_dir)
-        fresh = made = c is None
+        fresh = made = c is None  # a new PID 1 set the sysctls and made the vsys directory
         if c is None:
             if netns.exists(name):  # PID 1 died; the namespace and its interfaces live on
                 fresh = False
@@ -150,10 +215,11 @@ class Realizer(ProcRealizer):
             else:
                 c = container.create(cspec)
         else:  # the limits may have changed: set them again (idempotent)
+            self._vsys_dir(spec.slot).mkdir(parents=True, exist_ok=True)
             container.cgroups().create(rl.cgroup_name(self.node, spec.slot), cpu_percent=spec.cpu_percent,
                                        memory_mb=spec.memory_mb)
         try:
-            made |= self._plumb(ipr, spec, c, ctl_bridge, fresh, present)
+            made |= self._plumb(ipr, spec, c, ctl_bridge, fresh, present, sysctls=not made)
         except BaseException:
             if fresh:  # leave nothing half made; the store still holds the spec, so reconcile retries
                 self._remove_slot(ipr, spec.slot, spec)
@@ -161,12 +227,15 @@ class Realizer(ProcRealizer):
         return made
 
     def _plumb(self, ipr: IPRoute, spec: SliverSpec, c: container.Container, ctl_bridge: int, fresh: bool,
-               present: set[str] | None) -> bool:
-        """Interfaces, addresses, route, sysctls, NAT, shaping, vsys links and sshd of a running container."""
+               present: set[str] | None, *, sysctls: bool = True, nat: bool = True) -> bool:
+        """Interfaces, addresses, route, sysctls, NAT, shaping, vsys links and sshd of a running container.
+
+        ``fresh``: its namespace was just made (nothing to check or undo); ``sysctls`` / ``nat``:
+        whether to set those here (a new PID 1 set the sysctls; a batch adds NAT in one go)."""
         slot, name = spec.slot, rl.sliver_netns(self.node, spec.slot)
         mtu = self._exp_mtu(ipr)
         made = False
-        with netns.iproute(name) as sipr:
+        with netns.iproute(name, lazy=True) as sipr:
             host = rl.ctl_device(slot)
             if fresh or not self._paired(ipr, sipr, host, "ctl0", None, present):
                 if not fresh:
@@ -211,10 +280,11 @@ class Realizer(ProcRealizer):
                 if kbps > 0 or not fresh:
                     rl.shape(ipr, rl.exp_device(slot, i), kbps)
                     rl.shape(sipr, iface.name, kbps)
-            lo, hi = spec.ports
-            netns.set_sysctl(name, "net.ipv4.ip_local_port_range", f"{lo} {hi}")
-            netns.set_sysctl(name, "net.ipv4.ping_group_range", PING_GROUPS)
-            self.ctl.add_sliver(slot, lo, hi)
+            if sysctls:
+                for key, value in self._sysctls(spec):
+                    netns.set_sysctl(name, key, value)
+            if nat:
+                self.ctl.add_sliver(slot, *spec.ports)
             vsys = self.store.vsys_links(spec.urn)
             if vsys or not fresh:
                 existing = self._vsys_devices(ipr, slot, present)
@@ -412,7 +482,7 @@ class Realizer(ProcRealizer):
             self._stop_sshd(spec.slot)
             self._forget_commands(spec.slot)
             c = container.restart(self._container_spec(spec))
-            self._plumb(ipr, spec, c, self._ctl_bridge(ipr), False, None)
+            self._plumb(ipr, spec, c, self._ctl_bridge(ipr), False, None, sysctls=False)
 
     # -- reconcile, teardown, monitor ------------------------------------------------------------------
 

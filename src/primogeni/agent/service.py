@@ -12,14 +12,16 @@
   until it succeeds, then every ``register_interval`` seconds as a heartbeat.
 
 Every method answers a GENI envelope ``{code, value, output}``; a malformed argument is BADARGS
-naming the field, a kernel failure is ERROR with its reason. :meth:`AgentService.stop` ends the
-threads and the server but leaves the slivers running: an agent restart does not disturb them,
-and the next start reconciles the kernel with the store. :func:`run_agent` is ``primo agent``'s
-blocking main.
+naming the field, a kernel failure is ERROR with its reason. ``ProvisionMany`` and ``ReleaseMany``
+take many slivers and links in one call (one realizer pass) and answer per item, a failed item
+with its reason. :meth:`AgentService.stop` ends the threads and the server but leaves the
+slivers running: an agent restart does not disturb them, and the next start reconciles the
+kernel with the store. :func:`run_agent` is ``primo agent``'s blocking main.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import inspect
 import logging
@@ -28,9 +30,9 @@ import socket
 import threading
 import xmlrpc.client
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from primogeni.agent import monitor
 from primogeni.agent.config import AGENT_PATH, AgentConfig
@@ -65,6 +67,9 @@ class RealizerApi(Protocol):
     def remove_sliver(self, urn: str) -> None: ...
     def ensure_link(self, spec: LinkSpec) -> None: ...
     def remove_link(self, urn: str) -> None: ...
+    # Optional (``agent.realize.Realizer`` has them): removal of many at once; one by one without them.
+    # def remove_slivers(self, urns: Sequence[str]) -> None
+    # def remove_links(self, urns: Sequence[str]) -> None
     def set_link_state(self, urn: str, up: bool) -> None: ...
     def start_sliver(self, urn: str) -> None: ...
     def stop_sliver(self, urn: str) -> None: ...
@@ -127,6 +132,29 @@ def _need(value: object, kind: type | tuple[type, ...], what: str) -> Any:
     return value
 
 
+_Spec = TypeVar("_Spec", SliverSpec, LinkSpec)
+
+
+def _parse(kind: type[_Spec], data: object, what: str) -> _Spec:
+    """A batch item's spec; SpecError (BADARGS) naming the item when it is malformed."""
+    try:
+        return kind.from_dict(_need(data, dict, what))
+    except SpecError as exc:
+        raise SpecError(f"{what}: {exc}") from None
+
+
+def _failure(method: str, urn: str, exc: Exception) -> str:
+    """A batch item's failure as its answer: ``"<GENI code name>: <reason>"``, and logged."""
+    if isinstance(exc, GeniError):
+        text = f"{exc.code.name}: {exc.reason}"
+    elif isinstance(exc, SpecError):
+        text = f"BADARGS: {exc}"
+    else:
+        text = f"ERROR: {method}: {exc}"
+    log.warning("%s: %s: %s", method, urn, text)
+    return text
+
+
 def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
@@ -141,6 +169,7 @@ class AgentApi:
             "ProvisionLink": service.provision_link, "Start": service.start_sliver, "Stop": service.stop_sliver,
             "Release": service.release, "Status": service.status, "Monitor": service.monitor,
             "Event": service.event, "Reconcile": service.reconcile,
+            "ProvisionMany": service.provision_many, "ReleaseMany": service.release_many,
         }
 
     def authorised(self, caller: Gid) -> bool:
@@ -381,6 +410,121 @@ class AgentService:
                 self.store.drop_link(text)
                 log.info("released link %s", text)
         return True
+
+    # -- batches: one call for many slivers and links (the AM's Provision and Delete of a slice)
+
+    @contextlib.contextmanager
+    def _locks(self, urns: Sequence[str]) -> Iterator[None]:
+        """The locks of all ``urns``, taken in one order (two batches never wait for each other)."""
+        stripes = sorted({zlib.crc32(u.encode("utf-8", "surrogateescape")) % _STRIPES for u in urns})
+        with contextlib.ExitStack() as held:
+            for index in stripes:
+                held.enter_context(self._stripes[index])
+            yield
+
+    def provision_many(self, slivers: object, links: object) -> dict[str, str]:
+        """Store every sliver and link, then realize the slivers, then the links.
+
+        Answers ``{urn: state}``, or ``{urn: "<CODE>: <reason>"}`` for an item that was refused
+        (admission: slot, ports, one sliver per slice on a shared node) or failed; a failed item
+        does not stop the others. A malformed item makes the whole call BADARGS (nothing stored).
+        """
+        sliver_specs = [_parse(SliverSpec, d, f"slivers[{i}]") for i, d in enumerate(_need(slivers, list, "slivers"))]
+        link_specs = [_parse(LinkSpec, d, f"links[{i}]") for i, d in enumerate(_need(links, list, "links"))]
+        answer: dict[str, str] = {}
+        with self._locks([s.urn for s in sliver_specs] + [s.urn for s in link_specs]):
+            stored: list[SliverSpec] = []
+            with self._admit:
+                for spec in sliver_specs:
+                    try:
+                        self._check_admission(spec)
+                        self.store.put_sliver(spec)
+                    except (GeniError, EmuError, StoreError, OSError) as exc:
+                        answer[spec.urn] = _failure("ProvisionMany", spec.urn, exc)
+                    else:
+                        stored.append(spec)
+            stored_links: list[LinkSpec] = []
+            for link in link_specs:
+                try:
+                    self.store.put_link(link)
+                except (StoreError, OSError) as exc:
+                    answer[link.urn] = _failure("ProvisionMany", link.urn, exc)
+                else:
+                    stored_links.append(link)
+            for spec in stored:
+                try:
+                    self.realizer.ensure_sliver(spec)
+                    self.vsys.add_sliver(spec, vsys_dir(self.config.state_dir, spec.slot))
+                    answer[spec.urn] = self._state(spec.urn)
+                except (EmuError, StoreError, OSError) as exc:  # stays stored: reconcile or the AM retries
+                    answer[spec.urn] = _failure("ProvisionMany", spec.urn, exc)
+            for link in stored_links:
+                try:
+                    self.realizer.ensure_link(link)
+                    answer[link.urn] = self._state(link.urn)
+                except (EmuError, StoreError, OSError) as exc:
+                    answer[link.urn] = _failure("ProvisionMany", link.urn, exc)
+        return answer
+
+    def release_many(self, urns: object) -> dict[str, str]:
+        """Remove slivers (their vsys links first) and links, each kind in one realizer pass.
+
+        Answers ``{urn: "released"}`` (also for a URN not held) or ``{urn: "<CODE>: <reason>"}``
+        for one that could not be removed (it stays held, so that the AM can try again).
+        """
+        asked = _need(urns, list, "urns")
+        if not all(isinstance(u, str) for u in asked):
+            raise GeniError(GeniCode.BADARGS, "urns must be a list of strings")
+        answer = dict.fromkeys(asked, "released")
+        with self._locks(asked):
+            slivers, gone_links = [], []
+            for urn in answer:
+                if self.store.get_sliver(urn) is not None:
+                    try:
+                        self.vsys.remove_sliver(urn)
+                        for link in self.store.vsys_links(urn):
+                            self.realizer.vsys_delete_link(urn, link.label)
+                            self.store.drop_vsys_link(urn, link.label)
+                    except (EmuError, StoreError, OSError) as exc:
+                        answer[urn] = _failure("ReleaseMany", urn, exc)
+                    else:
+                        slivers.append(urn)
+                elif self.store.get_link(urn) is not None:
+                    gone_links.append(urn)
+            # links first, as the AM releases them: the reverse of provisioning
+            self._remove_all(gone_links, "remove_links", self.realizer.remove_link, self.store.drop_link, answer)
+            self._remove_all(slivers, "remove_slivers", self.realizer.remove_sliver, self.store.drop_sliver, answer)
+        return answer
+
+    def _remove_all(self, urns: list[str], batch_name: str, one: Callable[[str], None], drop: Callable[[str], None],
+                    answer: dict[str, str]) -> None:
+        """The realizer's batch removal of ``urns``; when it fails (or the realizer has none), one by one,
+        so that each failure is told apart. What was removed leaves the store."""
+        if not urns:
+            return
+        batch: Callable[[Sequence[str]], None] | None = getattr(self.realizer, batch_name, None)
+        done: list[str] = []
+        try:
+            if batch is not None:
+                batch(urns)
+                done = urns
+        except (EmuError, OSError) as exc:
+            log.warning("%s of %d failed (%s); removing them one by one", batch_name, len(urns), exc)
+        if not done:
+            for urn in urns:
+                try:
+                    one(urn)
+                except (EmuError, OSError) as exc:
+                    answer[urn] = _failure("ReleaseMany", urn, exc)
+                else:
+                    done.append(urn)
+        for urn in done:
+            try:
+                drop(urn)
+            except (StoreError, OSError) as exc:
+                answer[urn] = _failure("ReleaseMany", urn, exc)
+            else:
+                log.info("released %s", urn)
 
     def status(self, urns: object) -> dict[str, str]:
         """``{urn: state}`` of the URNs asked (all held when empty); URNs not held are left out."""

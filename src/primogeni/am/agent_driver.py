@@ -2,10 +2,13 @@
 
 :class:`AgentDriver` implements :class:`~primogeni.am.driver.ResourceDriver` by talking to the node
 agents (XML-RPC over mutual TLS at ``https://<underlay>:<port>/primo/agent/1``, with the AM's own
-certificate). A node sliver becomes one ``ProvisionSliver(SliverSpec)`` on its physical node; a
-link becomes one ``ProvisionLink(LinkSpec)`` on every node that holds one of its ends (members:
-that node's ends; remotes: the other nodes' underlay addresses). The agent's certificate must carry
-the node's URN (``urn:publicid:IDN+<authority>+node+<name>``) under a root the AM trusts.
+certificate). A node sliver becomes a ``SliverSpec`` for its physical node; a link a ``LinkSpec``
+for every node that holds one of its ends (members: that node's ends; remotes: the other nodes'
+underlay addresses). Provisioning sends each node its specs in one ``ProvisionMany`` (release:
+one ``ReleaseMany``), big batches in chunks (:mod:`primogeni.am.agent_rpc`); an agent that answers
+UNSUPPORTED gets the single calls (``ProvisionSliver``, ``ProvisionLink``, ``Release``). The
+agent's certificate must carry the node's URN (``urn:publicid:IDN+<authority>+node+<name>``)
+under a root the AM trusts.
 
 Where each sliver and link went is written to ``am_driver_links`` *before* the agents are called,
 so stop and release reach the right nodes after an AM restart or crash; a release an agent could
@@ -41,6 +44,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from primogeni.agent.spec import EventSpec, IfaceSpec, LinkSpec, LoginSpec, SliverSpec, SpecError
+from primogeni.am.agent_rpc import BATCH_ITEM_S, RELEASE_ITEMS, AgentLacks, AgentTransport, AgentUnreachable, chunks
 from primogeni.am.driver import EventRefused, SliverPlan
 from primogeni.am.models import DriverSliverRow
 from primogeni.am.registry import Agents
@@ -54,15 +58,8 @@ log = logging.getLogger(__name__)
 
 AGENT_PATH = "/primo/agent/1"
 MONITOR_TTL_S = 5.0  # Monitor answers are reused for this long
+PROVISIONED = frozenset({"ready", "stopped", "failed"})  # an item's answer that is a state, not an error
 _HOSTNAME_BAD = re.compile(r"[^A-Za-z0-9-]")
-
-
-class AgentUnreachable(GeniError):
-    """An agent could not be reached (refused, timed out, TLS or identity failure): ``node``."""
-
-    def __init__(self, node: str, reason: str):
-        self.node = node
-        super().__init__(GeniCode.ERROR, f"node {node}: agent unreachable: {reason}")
 
 
 def host_name(client_id: str) -> str:
@@ -75,48 +72,6 @@ def _prefixlen(netmask: str | None) -> int:
     if not netmask:
         return 24  # an address given without a netmask: assume the usual /24
     return ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen
-
-
-class _CheckedConnection(http.client.HTTPSConnection):
-    """An HTTPS connection that also checks the peer certificate's URN (not its host name)."""
-
-    def __init__(self, host: str, *, context: ssl.SSLContext, timeout: float, expected: str):
-        super().__init__(host, context=context, timeout=timeout)
-        self.expected = expected
-
-    def connect(self) -> None:
-        super().connect()
-        assert isinstance(self.sock, ssl.SSLSocket)
-        der = self.sock.getpeercert(binary_form=True)
-        urn = str(Gid.from_der(der).urn) if der else "(no certificate)"
-        if urn != self.expected:
-            self.sock.close()
-            raise ssl.SSLError(f"the server's certificate is {urn}, not {self.expected}")
-
-
-class _AgentTransport(xmlrpc.client.SafeTransport):
-    """Keeps one connection; verifies the chain against our roots and the peer's node URN.
-
-    ``timeout`` may change between calls (probes are shorter); it applies to the open connection too.
-    """
-
-    def __init__(self, context: ssl.SSLContext, timeout: float, expected: str):
-        super().__init__(use_builtin_types=True, context=context)
-        self._ctx = context
-        self.timeout = timeout
-        self._expected = expected
-
-    def make_connection(self, host: tuple[str, dict[str, str]] | str) -> http.client.HTTPSConnection:
-        cached_host, cached = self._connection
-        if isinstance(cached, http.client.HTTPSConnection) and host == cached_host:
-            cached.timeout = self.timeout
-            if cached.sock is not None:
-                cached.sock.settimeout(self.timeout)
-            return cached
-        chost, self._extra_headers, _x509 = self.get_host_info(host)
-        connection = _CheckedConnection(chost, context=self._ctx, timeout=self.timeout, expected=self._expected)
-        self._connection = host, connection
-        return connection
 
 
 class AgentDriver:
@@ -163,13 +118,13 @@ class AgentDriver:
 
     def _proxy(self, node: str, url: str, timeout: float) -> xmlrpc.client.ServerProxy:
         """This pool thread's proxy for ``node`` (one keep-alive connection), set to ``timeout``."""
-        proxies: dict[str, tuple[str, xmlrpc.client.ServerProxy, _AgentTransport]] = (
+        proxies: dict[str, tuple[str, xmlrpc.client.ServerProxy, AgentTransport]] = (
             self._local.__dict__.setdefault("proxies", {}))
         found = proxies.get(node)
         if found is None or found[0] != url:
             if found is not None:
                 found[1]("close")()
-            transport = _AgentTransport(self._context, timeout, str(Urn(self.authority, "node", node)))
+            transport = AgentTransport(self._context, timeout, str(Urn(self.authority, "node", node)))
             found = (url, xmlrpc.client.ServerProxy(url, transport=transport, allow_none=True, use_builtin_types=True),
                      transport)
             proxies[node] = found
@@ -187,12 +142,13 @@ class AgentDriver:
         if found is not None:
             found[1]("close")()
 
-    def _call_here(self, node: str, method: str, args: tuple[Any, ...], probe: bool) -> Any:
+    def _call_here(self, node: str, method: str, args: tuple[Any, ...], probe: bool,
+                   timeout: float | None = None) -> Any:
         url = self.agents.url_of(node)
         if url is None:
             raise AgentUnreachable(node, "no agent has registered for it")
         for attempt in (1, 2):
-            proxy = self._proxy(node, url, self.probe_timeout if probe else self.timeout)
+            proxy = self._proxy(node, url, timeout or (self.probe_timeout if probe else self.timeout))
             reused = self._open(node)
             try:
                 answer = getattr(proxy, method)(*args)
@@ -210,6 +166,8 @@ class AgentDriver:
             code = code.get("geni_code")
         if not isinstance(code, int):
             raise GeniError(GeniCode.ERROR, f"node {node}: {method} answered without a GENI envelope")
+        if code == GeniCode.UNSUPPORTED:
+            raise AgentLacks(node, method, str(answer.get("output", "")))
         if code != 0:
             raise GeniError(GeniCode.ERROR, f"node {node}: {answer.get('output') or f'{method} answered code {code}'}")
         return answer.get("value")
@@ -218,16 +176,37 @@ class AgentDriver:
         """``method(*args)`` on ``node``'s agent; its value, or GeniError "node N: …" (AgentUnreachable)."""
         return self._pool.submit(self._call_here, node, method, args, probe).result()
 
-    def _each(self, calls: Sequence[tuple[str, str, tuple[Any, ...]]], *, probe: bool = False) -> list[Any]:
+    def _each(self, calls: Sequence[tuple[str, str, tuple[Any, ...]]], *, probe: bool = False,
+              timeout: float | None = None) -> list[Any]:
         """Run ``(node, method, args)`` calls in parallel; each result or the GeniError it raised, in order."""
         def one(call: tuple[str, str, tuple[Any, ...]]) -> Any:
             node, method, args = call
             try:
-                return self._call_here(node, method, args, probe)
+                return self._call_here(node, method, args, probe, timeout)
             except GeniError as exc:
                 return exc
 
         return list(self._pool.map(one, calls))
+
+    def _many(self, method: str, calls: Sequence[tuple[str, tuple[Any, ...], Sequence[str]]], done: Collection[str]
+              ) -> tuple[dict[tuple[str, str], GeniError], set[str]]:
+        """Batch calls ``(node, args, urns)`` of ``method`` in parallel: the items that failed, by node
+        and URN (an answer not in ``done``, or the whole call's error), and the nodes lacking ``method``."""
+        longest = max((len(urns) for _n, _a, urns in calls), default=0)
+        results = self._each([(n, method, a) for n, a, _u in calls], timeout=self.timeout + BATCH_ITEM_S * longest)
+        failed: dict[tuple[str, str], GeniError] = {}
+        lacking: set[str] = set()
+        for (node, _args, urns), result in zip(calls, results, strict=True):
+            if isinstance(result, AgentLacks):
+                lacking.add(node)
+                continue
+            for urn in urns:
+                answer = result.get(urn) if isinstance(result, dict) else None
+                if isinstance(result, GeniError):
+                    failed[node, urn] = result
+                elif answer not in done:
+                    failed[node, urn] = GeniError(GeniCode.ERROR, f"node {node}: {urn}: {answer or 'not answered'}")
+        return failed, lacking
 
     @staticmethod
     def _raise_first(results: Iterable[Any]) -> None:
@@ -360,7 +339,9 @@ class AgentDriver:
         self.provision_many([plan])
 
     def provision_many(self, plans: Sequence[SliverPlan]) -> None:
-        """Node slivers first (in parallel), then links (in parallel); the first failure is raised."""
+        """Per node one ``ProvisionMany`` (its slivers, then its ends of the links), the nodes in parallel
+        (a big batch in chunks: the slivers', then the links'); an agent without it gets
+        ``ProvisionSliver`` calls, then ``ProvisionLink`` calls, in parallel. The first failure is raised."""
         node_plans = [p for p in plans if p.kind == "node"]
         link_plans = [p for p in plans if p.kind == "link"]
         for node in sorted({p.component for p in node_plans} | {n for p in link_plans for n in p.nodes}):
@@ -371,9 +352,28 @@ class AgentDriver:
         self._record([(p.sliver_urn, "node", p.slice_urn, [p.component],
                        {"slot": p.slots[0], "interfaces": [i.name for i in p.interfaces]}) for p in node_plans]
                      + [(p.sliver_urn, "link", p.slice_urn, sorted(specs), {}) for p, specs in link_specs])
-        self._raise_first(self._each([(node, "ProvisionSliver", (self.wire(spec),)) for node, spec in sliver_specs]))
-        self._raise_first(self._each([(node, "ProvisionLink", (spec.to_dict(),))
-                                      for _plan, specs in link_specs for node, spec in specs.items()]))
+        by_node: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+        for node, spec in sliver_specs:
+            by_node.setdefault(node, ([], []))[0].append(self.wire(spec))
+        for _plan, specs in link_specs:
+            for node, link in specs.items():
+                by_node.setdefault(node, ([], []))[1].append(link.to_dict())
+        rounds: tuple[list[Any], list[Any]] = ([], [])
+        for node, (slivers, links) in by_node.items():
+            if len(chunks(slivers + links)) == 1:
+                rounds[0].append((node, (slivers, links), [i["urn"] for i in slivers + links]))
+            else:  # the links' members must be made first
+                rounds[0].extend((node, (c, []), [i["urn"] for i in c]) for c in chunks(slivers))
+                rounds[1].extend((node, ([], c), [i["urn"] for i in c]) for c in chunks(links))
+        failed, lacking = self._many("ProvisionMany", rounds[0], PROVISIONED)
+        more, also = self._many("ProvisionMany", [c for c in rounds[1] if c[0] not in lacking], PROVISIONED)
+        errors, lacking = [*failed.values(), *more.values()], lacking | also
+        for k, method in enumerate(("ProvisionSliver", "ProvisionLink")):  # agents without ProvisionMany
+            results = self._each([(n, method, (item,)) for n in sorted(lacking) for item in by_node[n][k]])
+            errors += [r for r in results if isinstance(r, GeniError)]
+            if errors:
+                break
+        self._raise_first(errors)
 
     def _node_sliver(self, urn: str) -> DriverSliverRow | None:
         row = self._records([urn]).get(urn)
@@ -411,16 +411,26 @@ class AgentDriver:
             session.execute(update(DriverSliverRow).where(DriverSliverRow.urn.in_(list(records)))
                             .values(state="releasing", updated=self._clock()))
         alive = {n for nodes in where.values() for n in nodes if self.agents.alive(n)}
-        calls, results = [], []
+        by_node: dict[str, list[str]] = {}
         for links_first in (True, False):  # the reverse of provisioning: links, then the slivers they join
-            batch = [(node, "Release", (urn,)) for urn, nodes in where.items() for node in nodes
-                     if node in alive and (urn in records and records[urn].kind == "link") == links_first]
-            calls += batch
-            results += self._each(batch)
+            for urn, nodes in where.items():
+                if (urn in records and records[urn].kind == "link") == links_first:
+                    for node in nodes:
+                        if node in alive:
+                            by_node.setdefault(node, []).append(urn)
+        failed, lacking = self._many("ReleaseMany", [(node, (c,), c) for node, urns in by_node.items()
+                                                     for c in chunks(urns, RELEASE_ITEMS)], {"released"})
         left: dict[str, list[str]] = {urn: [n for n in nodes if n not in alive] for urn, nodes in where.items()}
-        for (node, _m, (urn,)), result in zip(calls, results, strict=True):
-            if isinstance(result, GeniError):
-                left[urn].append(node)
+        for node, urn in failed:
+            left[urn].append(node)
+        results: list[Any] = list(failed.values())
+        for links_first in (True, False):  # agents without ReleaseMany: one Release per URN
+            calls = [(n, "Release", (u,)) for n in sorted(lacking) for u in by_node[n]
+                     if (u in records and records[u].kind == "link") == links_first]
+            for (node, _m, (urn,)), result in zip(calls, self._each(calls), strict=True):
+                if isinstance(result, GeniError):
+                    left[urn].append(node)
+                    results.append(result)
         with self._sessions.begin() as session:
             done = [urn for urn, nodes in left.items() if not nodes]
             for urn in left:

@@ -9,9 +9,9 @@ namespace costs as much again) and returns to its home namespace after each one.
 Acting inside a namespace:
 
 - :func:`iproute` gives a pyroute2 ``IPRoute`` whose netlink socket was opened inside the namespace
-  by the calling thread (no helper process). Use it only from the thread that created it: pyroute2
-  keeps sockets per thread, and a foreign thread gets a ``RuntimeError`` rather than a socket in the
-  wrong namespace.
+  by the calling thread (no helper process); ``lazy=True`` defers building pyroute2's object. Use
+  it only from the thread that created it: pyroute2 keeps sockets per thread, and a foreign thread
+  gets a ``RuntimeError`` rather than a socket in the wrong namespace.
 - :func:`run` / :func:`popen` start a program whose child joins the namespace before ``exec``.
 - :func:`set_sysctl` / :func:`get_sysctl` reach ``/proc/sys/net`` as that namespace sees it.
 """
@@ -254,11 +254,13 @@ def _scope(name: str | Path | None) -> Any:
     return esys.in_netns(name) if name is not None else nullcontext()
 
 
-def iproute(name: str | Path | None = None) -> IPRoute:
+def iproute(name: str | Path | None = None, *, lazy: bool = False) -> IPRoute:
     """An ``IPRoute`` acting in the namespace ``name`` (``None``: the calling thread's own).
 
     The netlink socket is opened by the calling thread while it is switched into the namespace;
     a socket stays in the namespace it was created in. Close it when done (``with iproute(...)``).
+    ``lazy``: a :class:`LazyIPRoute`, whose pyroute2 half (~1 ms to build) is made only when
+    something beyond the raw socket (what :mod:`primogeni.emu.links` encodes itself) is used.
     """
     import socket
 
@@ -270,10 +272,40 @@ def iproute(name: str | Path | None = None) -> IPRoute:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
+        if lazy:
+            sock.bind((0, 0))
+            return LazyIPRoute(sock)
         return IPRoute(use_socket=sock)
     except BaseException:
         sock.close()
         raise
+
+
+class LazyIPRoute:
+    """A netlink socket that turns into a pyroute2 ``IPRoute`` on first use of anything but ``fileno``."""
+
+    def __init__(self, sock: Any):
+        self._sock = sock
+        self._ipr: IPRoute | None = None
+
+    def fileno(self) -> int:
+        return int(self._sock.fileno())
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        if self._ipr is None:
+            self._ipr = IPRoute(use_socket=self._sock)
+        return getattr(self._ipr, attr)
+
+    def close(self) -> None:
+        (self._ipr if self._ipr is not None else self._sock).close()
+
+    def __enter__(self) -> LazyIPRoute:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @contextmanager

@@ -565,13 +565,13 @@ def _delete_root_link(name: str) -> None:
 
 
 def _destroy_containers(run_dir: Path) -> list[str]:
-    """Destroy the containers whose pid files the node's realizer left (``<state>/containers/*.pid``)."""
-    removed = []
-    for pid_file in sorted(run_dir.glob("primo-*.pid")) if run_dir.is_dir() else []:
-        name = pid_file.name.removesuffix(".pid")
-        container.destroy(name, run_dir)
-        removed.append(f"container {name}")
-    return removed
+    """Destroy the containers whose pid files the node's realizer left (``<state>/containers/*.pid``),
+    all in one batch: every PID 1 is killed before any is waited for, so the kernel frees their
+    namespaces together (the node's links go with the node namespace, removed after)."""
+    names = [f.name.removesuffix(".pid") for f in sorted(run_dir.glob("primo-*.pid"))] if run_dir.is_dir() else []
+    if names:
+        container.destroy_many(names, run_dir)
+    return [f"container {name}" for name in names]
 
 
 def _remove_runtime_files(state: Path) -> None:
