@@ -379,12 +379,13 @@ def test_create_many_closed_midway_removes_the_containers_not_taken(tmp_path: Pa
     if os.geteuid() != 0:
         pytest.skip("needs root")
     specs = [_spec(tmp_path, hostname=f"h{i}") for i in range(3)]
+    after = _spec(tmp_path, hostname="after")
     try:
         stream = container.create_many(specs)
         first = next(stream)
         stream.close()
         assert isinstance(first, Container) and first.alive()
         assert [netns.path(spec.name).exists() for spec in specs] == [True, False, False]
-        assert container.create(_spec(tmp_path, hostname="after")).alive()
+        assert container.create(after).alive()  # the forker is free again
     finally:
-        container.destroy_many([spec.name for spec in specs], tmp_path)
+        container.destroy_many([spec.name for spec in [*specs, after]], tmp_path)
