@@ -43,6 +43,14 @@ class PcapError(PrimoError, ValueError):
         super().__init__(f"{path}: {message}" if path else message)
 
 
+def _open(target: PathOrFile, mode: str) -> tuple[IO[bytes], bool, str | None]:
+    """(file, whether we opened it and must close it, its path if known) for a path or a file."""
+    if isinstance(target, str | os.PathLike):
+        return open(target, mode), True, os.fspath(target)  # closed by the owner's close()
+    name = getattr(target, "name", None)
+    return target, False, name if isinstance(name, str) else None
+
+
 class PcapRecord(NamedTuple):
     """One captured packet: time in integer nanoseconds, the captured bytes, the true length."""
 
@@ -68,16 +76,7 @@ class PcapWriter:
             raise PcapError(f"snaplen {snaplen} is not a positive 32-bit number")
         self.snaplen = snaplen
         self.linktype = linktype
-        self._file: IO[bytes]
-        if isinstance(target, str | os.PathLike):
-            self._file = open(target, "wb")  # noqa: SIM115 (closed by close())
-            self._owns_file = True
-            self.path: str | None = os.fspath(target)
-        else:
-            self._file = target
-            self._owns_file = False
-            name = getattr(target, "name", None)
-            self.path = name if isinstance(name, str) else None
+        self._file, self._owns_file, self.path = _open(target, "wb")
         self._closed = False
         self._file.write(_FILE_HEADER.pack(PCAP_MAGIC_NS, 2, 4, 0, 0, snaplen, linktype))
 
@@ -140,16 +139,7 @@ class PcapReader:
     """
 
     def __init__(self, source: PathOrFile):
-        self._file: IO[bytes]
-        if isinstance(source, str | os.PathLike):
-            self._file = open(source, "rb")  # noqa: SIM115 (closed by close())
-            self._owns_file = True
-            self.path: str | None = os.fspath(source)
-        else:
-            self._file = source
-            self._owns_file = False
-            name = getattr(source, "name", None)
-            self.path = name if isinstance(name, str) else None
+        self._file, self._owns_file, self.path = _open(source, "rb")
         header = self._file.read(_FILE_HEADER.size)
         if len(header) < _FILE_HEADER.size:
             self.close()

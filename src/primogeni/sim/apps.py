@@ -11,19 +11,10 @@ from heapq import heappush
 from ipaddress import IPv4Address
 from random import Random
 
+from primogeni.net.packet import ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, PROTO_ICMP, PROTO_TCP, PROTO_UDP
 from primogeni.sim.engine import Engine
 from primogeni.sim.measure import FlowStats
-from primogeni.sim.node import (
-    ICMP_ECHO,
-    ICMP_ECHO_REPLY,
-    PROTO_ICMP,
-    PROTO_TCP,
-    PROTO_UDP,
-    IcmpMessage,
-    Packet,
-    SimNode,
-    UdpDatagram,
-)
+from primogeni.sim.node import IcmpMessage, Packet, SimNode, UdpDatagram
 from primogeni.sim.proto.tcp import TcpConfig, TcpConnection
 from primogeni.sim.traffic import (
     Flow,
@@ -360,7 +351,7 @@ class PingApp(App):
         if now >= self.stop_at or (f.count is not None and self.seq >= f.count):
             return
         self.seq += 1
-        msg = IcmpMessage(ICMP_ECHO, 0, self.ident, self.seq, 8 + f.size, now)
+        msg = IcmpMessage(ICMP_ECHO_REQUEST, 0, self.ident, self.seq, 8 + f.size, now)
         self.src.output(Packet(self.saddr, self.daddr, PROTO_ICMP, 20 + 8 + f.size, msg, self.stats, f.ttl))
         self.stats.sent_packets += 1
         self.engine.schedule(now + f.interval, self._tick)

@@ -202,19 +202,17 @@ class Tap:
 
 def packet_bytes(pkt: Packet) -> bytes:
     """The real IPv4 bytes of a simulated packet (payload zeros where the simulation has none)."""
-    from primogeni.sim.node import ICMP_ECHO, ICMP_ECHO_REPLY, PROTO_ICMP, PROTO_TCP, PROTO_UDP
-
     p = pkt.payload
-    if pkt.proto == PROTO_TCP:
+    if pkt.proto == wire.PROTO_TCP:
         body = wire.encode_tcp(
             pkt.src, pkt.dst, p.sport, p.dport, p.seq, p.ack, p.flags, p.window,
             payload=p.data or b"", payload_length=p.length, mss=p.mss, wscale=p.wscale,
             sack_permitted=p.sack_permitted, sacks=p.sacks,
         )
-    elif pkt.proto == PROTO_UDP:
+    elif pkt.proto == wire.PROTO_UDP:
         body = wire.encode_udp(pkt.src, pkt.dst, p.sport, p.dport, p.data or b"", payload_length=p.length)
-    elif pkt.proto == PROTO_ICMP:
-        if p.type in (ICMP_ECHO, ICMP_ECHO_REPLY):
+    elif pkt.proto == wire.PROTO_ICMP:
+        if p.type in (wire.ICMP_ECHO_REQUEST, wire.ICMP_ECHO_REPLY):
             body = wire.encode_icmp_echo(p.type, p.ident, p.seq, bytes(p.length - 8))
         else:
             body = wire.encode_icmp_error(p.type, p.code, packet_bytes(p.original)[:28])

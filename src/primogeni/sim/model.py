@@ -1,6 +1,6 @@
 """Network models: a pure description of nets, hosts, routers, interfaces and links.
 
-A model is plain data. Nothing here runs or touches the kernel; :mod:`primogeni.sim.build`
+A model is plain data. Nothing here runs or touches the kernel; :mod:`primogeni.sim.simulation`
 turns a validated model into the simulator's runtime objects. Names are hierarchical: the host
 ``h3`` in net ``campus1`` of the top net ``top`` is ``top:campus1:h3``.
 

@@ -23,6 +23,18 @@ from heapq import heappush
 from random import Random
 from typing import TYPE_CHECKING, Any
 
+from primogeni.net.packet import (
+    ICMP_DEST_UNREACHABLE,
+    ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST,
+    ICMP_NET_UNREACHABLE,
+    ICMP_PORT_UNREACHABLE,
+    ICMP_TIME_EXCEEDED,
+    ICMP_TTL_EXCEEDED,
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+)
 from primogeni.net.units import tx_ns
 from primogeni.sim.engine import Engine
 
@@ -30,13 +42,6 @@ if TYPE_CHECKING:
     from primogeni.sim.measure import FlowStats, Tap
     from primogeni.sim.routing import Routing
 
-PROTO_ICMP = 1
-PROTO_TCP = 6
-PROTO_UDP = 17
-ICMP_ECHO_REPLY = 0
-ICMP_UNREACH = 3
-ICMP_ECHO = 8
-ICMP_TIME_EXCEEDED = 11
 DEFAULT_TTL = 64
 
 
@@ -46,7 +51,8 @@ class Packet:
     __slots__ = ("dst", "flow", "ident", "payload", "proto", "sent", "size", "src", "ttl")
 
     def __init__(
-        self, src: int, dst: int, proto: int, size: int, payload: Any, flow: FlowStats | None = None, ttl: int = 64
+        self, src: int, dst: int, proto: int, size: int, payload: Any, flow: FlowStats | None = None,
+        ttl: int = DEFAULT_TTL,
     ) -> None:
         self.src = src
         self.dst = dst
@@ -314,7 +320,7 @@ class SimNode:
             self.ttl_expired += 1
             if pkt.flow is not None:
                 pkt.flow.drops += 1
-            self.icmp_error(pkt, ICMP_TIME_EXCEEDED, 0)
+            self.icmp_error(pkt, ICMP_TIME_EXCEEDED, ICMP_TTL_EXCEEDED)
             return
         pkt.ttl = ttl
         try:
@@ -325,7 +331,7 @@ class SimNode:
             self.no_route += 1
             if pkt.flow is not None:
                 pkt.flow.drops += 1
-            self.icmp_error(pkt, ICMP_UNREACH, 0)
+            self.icmp_error(pkt, ICMP_DEST_UNREACHABLE, ICMP_NET_UNREACHABLE)
             return
         hop[0].send(pkt, hop[1])
 
@@ -377,11 +383,11 @@ class SimNode:
             if handler is not None:
                 handler(pkt)
             else:
-                self.icmp_error(pkt, ICMP_UNREACH, 3)  # port unreachable
+                self.icmp_error(pkt, ICMP_DEST_UNREACHABLE, ICMP_PORT_UNREACHABLE)
             return
         if proto == PROTO_ICMP:
             msg = pkt.payload
-            if msg.type == ICMP_ECHO:
+            if msg.type == ICMP_ECHO_REQUEST:
                 reply = IcmpMessage(ICMP_ECHO_REPLY, 0, msg.ident, msg.seq, msg.length, msg.sent)
                 self.output(Packet(pkt.dst, pkt.src, PROTO_ICMP, pkt.size, reply, pkt.flow))
                 return
@@ -397,7 +403,7 @@ class SimNode:
 
     def icmp_error(self, pkt: Packet, type_: int, code: int) -> None:
         """Answer ``pkt`` with an ICMP error (never about another ICMP error)."""
-        if pkt.proto == PROTO_ICMP and pkt.payload.type not in (ICMP_ECHO, ICMP_ECHO_REPLY):
+        if pkt.proto == PROTO_ICMP and pkt.payload.type not in (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY):
             return
         # RFC 792: the original IP header and the first 8 bytes of its data.
         msg = IcmpMessage(type_, code, length=8 + 28, original=pkt)

@@ -44,8 +44,6 @@ class Routing:
         self.adj: dict[SimNode, list[tuple[SimNode, Port, Port, int]]] = {n: [] for n in nodes}
         self._trees: dict[int, dict[SimNode, tuple[Port, Port]]] = {}
         self._uniform = True
-        # node -> {subnet id -> next hop}: the forwarding table as filled so far
-        self.tables: dict[SimNode, dict[int, tuple[Port, Port] | None]] = {n: {} for n in nodes}
 
     def add_subnet(self, prefix: IPv4Network, ports: list[Port], cost: int) -> None:
         sn = Subnet(prefix, cost)
@@ -80,11 +78,7 @@ class Routing:
             if p.node is node:  # directly connected: deliver to the owner of dst
                 owner = sn.owners.get(dst)
                 return (p, owner) if owner is not None else None
-        table = self.tables[node]
-        key = id(sn)
-        if key not in table:
-            table[key] = self.tree(sn).get(node)
-        return table[key]
+        return self.tree(sn).get(node)
 
     def tree(self, sn: Subnet) -> dict[SimNode, tuple[Port, Port]]:
         """Next hop toward ``sn`` for every node that can reach it."""

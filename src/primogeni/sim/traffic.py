@@ -79,13 +79,12 @@ class TcpRequestResponse(Flow):
 
 
 @dataclass(kw_only=True, eq=False)
-class UdpCbr(Flow):
-    """UDP at a constant bit rate (of IP packets) with fixed payload sizes."""
+class _UdpAtRate(Flow):
+    """Fields of the UDP sources that send fixed-size datagrams at ``rate`` (of IP packets)."""
 
     rate: Rate
     size: int = 1000  # payload bytes
     port: int = 9000
-    kind = "udp_cbr"
 
     def validate(self) -> str | None:
         if not 1 <= self.size <= 65507:
@@ -94,20 +93,19 @@ class UdpCbr(Flow):
 
 
 @dataclass(kw_only=True, eq=False)
-class UdpOnOff(Flow):
+class UdpCbr(_UdpAtRate):
+    """UDP at a constant bit rate (of IP packets) with fixed payload sizes."""
+
+    kind = "udp_cbr"
+
+
+@dataclass(kw_only=True, eq=False)
+class UdpOnOff(_UdpAtRate):
     """UDP on/off source: sends at ``rate`` while on; on and off periods drawn (ns)."""
 
-    rate: Rate
-    size: int = 1000
     on: Distribution = field(default_factory=lambda: Exponential(500_000_000))
     off: Distribution = field(default_factory=lambda: Exponential(500_000_000))
-    port: int = 9000
     kind = "udp_onoff"
-
-    def validate(self) -> str | None:
-        if not 1 <= self.size <= 65507:
-            return "size must be 1..65507 payload bytes"
-        return super().validate()
 
 
 @dataclass(kw_only=True, eq=False)

@@ -210,9 +210,7 @@ class TcpConnection(TcpSender):
             return
         if not fl & SYN:
             return
-        self.irs = seg.seq
-        self._rcv_nxt = 1
-        self._take_syn_options(seg)
+        self._take_syn(seg)
         self.state = "SYN_RCVD"
         self._emit_syn(True)
 
@@ -228,9 +226,7 @@ class TcpConnection(TcpSender):
             return
         if not fl & SYN:
             return
-        self.irs = seg.seq
-        self._rcv_nxt = 1
-        self._take_syn_options(seg)
+        self._take_syn(seg)
         if fl & ACK:
             self._snd_wl1 = 0
             self._snd_wl2 = 1

@@ -290,7 +290,10 @@ class TcpCore:
         if self._rto_at is None:
             self._rto_at = self._now + self.rto
 
-    def _take_syn_options(self, seg: Segment) -> None:
+    def _take_syn(self, seg: Segment) -> None:
+        """The peer's SYN: its ISN (so RCV.NXT is offset 1) and its options."""
+        self.irs = seg.seq
+        self._rcv_nxt = 1
         cfg = self.config
         self._smss = min(cfg.mss, seg.mss if seg.mss else 536)
         if cfg.window_scale and seg.wscale is not None:
