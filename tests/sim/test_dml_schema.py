@@ -111,3 +111,15 @@ def test_bad_flow_parameters_are_reported():
 def test_idrange_makes_copies():
     net = _net("Net [ host [ idrange [ from 1 to 5 ] interface [ id 0 ] ] ]")
     assert sorted(n.name for n in net.nodes()) == ["1", "2", "3", "4", "5"]
+
+
+def test_reqresp_defaults_match_the_python_flow_and_the_docs():
+    from primogeni.sim.dist import Pareto
+    from primogeni.sim.traffic import TcpRequestResponse
+
+    net = _net(GOOD.replace("traffic [ flow [ type ping name p src 1 dst 3 interval 0.5 count 3 ] ]",
+                            "traffic [ flow [ type tcp_reqresp name w src 1 dst 3 requests 2 ] ]"))
+    (flow,) = net.all_flows()
+    python = TcpRequestResponse(src=None, dst=None, requests=2)  # type: ignore[arg-type]
+    assert isinstance(flow.response_size, Pareto) and isinstance(python.response_size, Pareto)
+    assert flow.response_size.shape == python.response_size.shape == 1.2  # docs/DML.md: response_shape (1.2)

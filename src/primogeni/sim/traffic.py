@@ -55,6 +55,9 @@ class TcpBulk(Flow):
         return super().validate()
 
 
+RESPONSE_SHAPE = 1.2  # the default Pareto shape of a request/response flow's response sizes
+
+
 @dataclass(kw_only=True, eq=False)
 class TcpRequestResponse(Flow):
     """HTTP-like: src (client) sends a request, dst (server) answers with a sized response.
@@ -63,7 +66,7 @@ class TcpRequestResponse(Flow):
     """
 
     request_size: int = 300
-    response_size: Distribution = field(default_factory=lambda: Pareto(100_000, 1.2))
+    response_size: Distribution = field(default_factory=lambda: Pareto(100_000, RESPONSE_SHAPE))
     think: Distribution = field(default_factory=lambda: Exponential(500_000_000))
     requests: int | None = None  # None = until stop
     port: int = 80

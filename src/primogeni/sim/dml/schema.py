@@ -21,6 +21,7 @@ from primogeni.sim.dml.parser import DmlAttr, DmlList
 from primogeni.sim.model import Interface, Net, Network, Node
 from primogeni.sim.proto.tcp import TcpConfig
 from primogeni.sim.traffic import (
+    RESPONSE_SHAPE,
     Flow,
     Ping,
     Poisson,
@@ -234,9 +235,10 @@ def _build_link(net: Net, a: DmlAttr) -> None:
         raise
 
 
-def _dist(lst: DmlList, kind_key: str, mean: float, shape_key: str | None, element: str, default: str) -> Distribution:
+def _dist(lst: DmlList, kind_key: str, mean: float, shape_key: str | None, element: str, default: str,
+          shape_default: float | None = None) -> Distribution:
     kind = lst.get(kind_key, default)
-    shape = _num(lst, shape_key, element) if shape_key else None
+    shape = _num(lst, shape_key, element, float, shape_default) if shape_key else None
     try:
         return parse_distribution(kind, mean, shape)
     except ValueError as e:
@@ -296,7 +298,7 @@ def _build_flow(net: Net, a: DmlAttr) -> Flow:
         return TcpRequestResponse(
             request_size=_num(fl, "request_bytes", element, _int, 300),
             response_size=_dist(fl, "response_dist", _num(fl, "response_bytes", element, float, 100_000.0),
-                                "response_shape", element, "pareto"),
+                                "response_shape", element, "pareto", RESPONSE_SHAPE),
             think=_dist(fl, "think_dist", _num(fl, "think", element, float, 0.5) * 1e9, None, element, "exponential"),
             requests=_num(fl, "requests", element, _int),
             port=_num(fl, "port", element, _int, 80),
