@@ -20,17 +20,16 @@ import ipaddress
 import os
 import secrets
 import shutil
-import signal
 import socket
 import struct
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.emu.fixtures import ROOT_REASON, _skip_root_tests_unless_root, kill_inside
 
 from primogeni.agent.realize import Realizer
 from primogeni.agent.store import Store
@@ -38,13 +37,7 @@ from primogeni.emu import container, links, netns
 from primogeni.emu import sys as esys
 from primogeni.errors import EmuError
 
-ROOT_REASON = "needs root (creates network namespaces, containers, cgroups); run the tests as root"
-
-
-@pytest.fixture(autouse=True)
-def _skip_root_tests_unless_root(request: pytest.FixtureRequest) -> None:
-    if request.node.get_closest_marker("root") is not None and os.geteuid() != 0:
-        pytest.skip(ROOT_REASON)
+__all__ = ["Node", "_skip_root_tests_unless_root", "kill_inside", "nodes", "ping"]
 
 
 @dataclass
@@ -76,33 +69,6 @@ def ping(ns: str, address: str, timeout: float = 1.0) -> bool:
     finally:
         sock.close()
     return False
-
-
-def _is_forker(pid: int) -> bool:
-    """emu.container's forker: our child running our program (it lives in whichever namespace first used it)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            parent = int(f.read().rsplit(")", 1)[1].split()[1])
-        with open(f"/proc/{pid}/cmdline", "rb") as f, open("/proc/self/cmdline", "rb") as g:
-            return parent == os.getpid() and f.read() == g.read()
-    except (OSError, ValueError, IndexError):
-        return False
-
-
-def kill_inside(name: str) -> None:
-    """SIGKILL the processes in namespace ``name`` (the test's) and wait briefly for them."""
-    try:
-        victims = [pid for pid in netns.pids(name) if pid != os.getpid() and not _is_forker(pid)]
-    except EmuError:
-        return
-    for pid in victims:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 2
-    while victims and time.monotonic() < deadline:
-        victims = [pid for pid in victims if os.path.exists(f"/proc/{pid}")]
-        if victims:
-            time.sleep(0.01)
 
 
 @pytest.fixture

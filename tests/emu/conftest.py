@@ -12,39 +12,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import time
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 
 import pytest
+from tests.emu.fixtures import ROOT_REASON, _skip_root_tests_unless_root, kill_inside
 
 from primogeni.emu import netns
-from primogeni.errors import EmuError
 
-ROOT_REASON = "needs root (creates network namespaces); run the tests as root, e.g. `sudo make test`"
-
-
-@pytest.fixture(autouse=True)
-def _skip_root_tests_unless_root(request: pytest.FixtureRequest) -> None:
-    if request.node.get_closest_marker("root") is not None and os.geteuid() != 0:
-        pytest.skip(ROOT_REASON)
-
-
-def _kill_inside(name: str) -> None:
-    """SIGKILL the processes in namespace ``name`` (they are the test's) and wait briefly for them."""
-    try:
-        victims = [pid for pid in netns.pids(name) if pid != os.getpid()]
-    except EmuError:  # the namespace is gone already
-        return
-    for pid in victims:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 2
-    while victims and time.monotonic() < deadline:
-        victims = [pid for pid in victims if os.path.exists(f"/proc/{pid}")]
-        if victims:
-            time.sleep(0.01)
+__all__ = ["_skip_root_tests_unless_root", "netns_factory"]
 
 
 @pytest.fixture
@@ -64,5 +39,5 @@ def netns_factory() -> Iterator[Callable[..., str]]:
         yield make
     finally:
         for name in reversed(made):
-            _kill_inside(name)
+            kill_inside(name)
             netns.remove(name)

@@ -5,18 +5,23 @@ nodes as namespaces, each with its own agent), ``primo ch`` and ``primo am --dri
 their own processes on the host's underlay address, a member, a project and an SSH key. At the
 end every slice is deleted, the servers are stopped by their process ids, ``primo substrate down``
 runs, and the test fails if any PrimoGENI namespace, device or agent is left.
+
+Also helpers the substrate tests share: :func:`token` (a random name part) and :func:`run_all`
+(cleanup steps that all run, whatever fails).
 """
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,22 @@ PRIMO = [sys.executable, "-m", "primogeni.cli.main"]
 HOST = "10.254.0.1"  # the host's address on the embedded underlay (primo substrate up's default)
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the substrate needs root (namespaces, veths, nftables)")
+
+
+def token(n: int = 5) -> str:
+    """``n`` random lower-case letters and digits, to make names no concurrent test uses."""
+    return "".join(random.choices(string.ascii_lowercase + string.digits, k=n))
+
+
+def run_all(steps: Iterable[Callable[[], object]]) -> None:
+    """Run every cleanup step, whatever failed before it; then fail naming what failed."""
+    errors = []
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:  # collected and reported below, after the other steps ran
+            errors.append(exc)
+    assert not errors, errors
 
 
 def free_port() -> int:

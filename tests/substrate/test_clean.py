@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import signal
-import string
 import subprocess
 import sys
 import time
@@ -23,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.substrate import bed
 
 from primogeni.emu import cgroups as cg
 from primogeni.emu import links, netns
@@ -57,7 +56,7 @@ def test_items_name_themselves() -> None:
 @root
 @needs_root
 def test_cli_dry_run_lists_and_changes_nothing(tmp_path: Path) -> None:
-    name = f"primo-t{_token()}"
+    name = f"primo-t{bed.token()}"
     netns.create(name)
     try:
         out = subprocess.run([sys.executable, "-m", "primogeni.cli.main", "clean", "--dry-run", "--json", "--home",
@@ -77,16 +76,12 @@ def test_cli_dry_run_lists_and_changes_nothing(tmp_path: Path) -> None:
         netns.remove(name)
 
 
-def _token() -> str:
-    return "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
-
-
 @pytest.fixture
 def objects(tmp_path: Path) -> Iterator[dict[str, object]]:
     """One object of each kind, named ``primo-t<token>`` (and one that is not ours); all removed at the end."""
     if os.geteuid() != 0:
         pytest.skip("primo clean acts on namespaces, links and cgroups (root)")
-    token = _token()
+    token = bed.token()
     ours = f"primo-t{token}"
     foreign = f"cleantest-{token}"
     procs: list[subprocess.Popen[bytes]] = []
@@ -133,13 +128,7 @@ def objects(tmp_path: Path) -> Iterator[dict[str, object]]:
         steps += [lambda h=h: clean.remove_groups(h, f"{cg.PREFIX}/t{token}-") for h in hierarchies]  # type: ignore[misc]
         steps += [lambda t=t: _rmdir_if_empty(t) for t in made_tops]  # type: ignore[misc]
         steps.append(lambda: _unmount(vsys))
-        errors = []
-        for step in steps:
-            try:
-                step()
-            except Exception as exc:  # collected and reported below, after the other steps ran
-                errors.append(exc)
-        assert not errors, errors
+        bed.run_all(steps)
 
 
 def _kill(procs: list[subprocess.Popen[bytes]]) -> None:

@@ -16,7 +16,6 @@ import ipaddress
 import os
 import random
 import shutil
-import string
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tests.substrate.bed import run_all, token
 
 from primogeni.agent.spec import SliverSpec
 from primogeni.am.inventory import load_inventory
@@ -134,10 +134,6 @@ def test_am_certificate_gains_the_underlay_address(home: Path) -> None:
 # -- the kernel ----------------------------------------------------------------------------------
 
 
-def _token(n: int) -> str:
-    return "".join(random.choices(string.ascii_lowercase + string.digits, k=n))
-
-
 def _free_underlay() -> str:
     used = embedded._root_networks(exclude="")
     for _ in range(100):
@@ -161,7 +157,7 @@ def tagged(home: Path) -> Iterator[tuple[Path, Layout]]:
     """A layout of our own names; whatever happens, its objects are removed at the end."""
     if os.geteuid() != 0:
         pytest.skip("the embedded substrate needs root (namespaces, veths)")
-    layout = plan(2, _free_underlay(), tag=_token(4), node_prefix="t" + _token(3))
+    layout = plan(2, _free_underlay(), tag=token(4), node_prefix="t" + token(3))
     try:
         yield home, layout
     finally:  # every step runs, whatever failed before it
@@ -169,13 +165,7 @@ def tagged(home: Path) -> Iterator[tuple[Path, Layout]]:
         steps += [lambda p=p: clean.stop_process(p, 1.0) for p in clean.agents(under=home)]  # type: ignore[misc]
         steps += [lambda n=n: clean.remove_node_objects(n.name) for n in layout.nodes]  # type: ignore[misc]
         steps.append(lambda: embedded.remove_network(layout))
-        errors = []
-        for step in steps:
-            try:
-                step()
-            except Exception as exc:  # collected and reported below, after the other steps ran
-                errors.append(exc)
-        assert not errors, errors
+        run_all(steps)
 
 
 def _cli(*args: str) -> str:
@@ -230,7 +220,7 @@ def test_up_status_down_leaves_nothing(tagged: tuple[Path, Layout]) -> None:
     other_home = home.parent / "other"
     shutil.copytree(home, other_home, ignore=shutil.ignore_patterns("substrate"))
     half = ipaddress.IPv4Network(f"{layout.underlay.network_address}/25")
-    other = plan(1, str(half), tag=_token(4), node_prefix="u" + _token(3))
+    other = plan(1, str(half), tag=token(4), node_prefix="u" + token(3))
     with pytest.raises(SubstrateError, match="overlaps"):
         Substrate(other_home).up(other)
     assert not netns.exists(other.underlay_netns) and not netns.exists(other.nodes[0].netns)

@@ -11,14 +11,13 @@ cgroup) and as the login asked for.
 from __future__ import annotations
 
 import os
-import random
-import string
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.substrate.bed import token
 
 from primogeni.agent.config import AgentConfig
 from primogeni.agent.spec import LoginSpec, SliverSpec
@@ -105,7 +104,7 @@ def running(tmp_path: Path) -> Iterator[tuple[Path, str, int]]:
     """A node ``t<token>`` whose store holds sliver h1 (slot 3, login alice) with a running container."""
     if os.geteuid() != 0:
         pytest.skip("containers need root")
-    node = "t" + "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+    node = "t" + token()
     config = _node(tmp_path, node, [_sliver("h1", 3, logins=(LoginSpec("alice"),))])
     run_dir = config.state_dir / "containers"
     spec = container.ContainerSpec(name=f"primo-{node}-3", hostname="h1", run_dir=run_dir,

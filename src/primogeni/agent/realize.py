@@ -193,7 +193,7 @@ class Realizer(ProcRealizer):
         lo, hi = spec.ports
         return (("net.ipv4.ip_local_port_range", f"{lo} {hi}"), ("net.ipv4.ping_group_range", PING_GROUPS))
 
-    def _vsys_dir(self, slot: int) -> Path: return self.state_dir / "vsys" / str(slot)
+    def _vsys_dir(self, slot: int) -> Path: return rl.vsys_dir(self.state_dir, slot)
 
     def _ensure_sliver(self, ipr: IPRoute, spec: SliverSpec, present: set[str] | None = None) -> bool:
         """Whether anything had to be (re)made; ``present``: the node's device names, if just listed."""
@@ -336,67 +336,35 @@ class Realizer(ProcRealizer):
                 slot = spec.slot if spec is not None else self._slots.get(urn)
                 if slot is not None:
                     slots[slot] = spec
-            had_ctl = {slot: links.exists(ipr, rl.ctl_device(slot)) for slot in slots}
-            for slot in slots:
-                self._stop_sshd(slot)
-                self._forget_commands(slot)
-            container.destroy_many([rl.sliver_netns(self.node, slot) for slot in slots], self.run_dir)
-            for slot in slots:
-                group = container.cgroups().find(rl.cgroup_name(self.node, slot))
-                if group is not None:
-                    group.remove()
-            self.ctl.remove_slivers(slots)
-            for slot, spec in slots.items():
-                shutil.rmtree(self._vsys_dir(slot), ignore_errors=True)
-                self._commands_file(slot).unlink(missing_ok=True)
-                with self._node_lock:
-                    self._dying[slot] = (len(spec.interfaces) if spec is not None else rl.MAX_INTERFACES,
-                                         had_ctl[slot])
-                if not had_ctl[slot]:
-                    self._settle_slot(ipr, slot, time.monotonic())
+            self._remove_slots(ipr, slots)
             for urn in urns:
                 self._slots.pop(urn, None)
 
-    def remove_links(self, urns: Sequence[str]) -> None:
-        """:meth:`remove_link` for many links: the store is read once, and the bridges and tunnels
-        are all retired before the reaper deletes them (in one batch)."""
-        gone = frozenset(urns)
-        with self._session() as ipr, self.reaper.hold():
-            held = {spec.vni for spec in self.store.links().values() if spec.urn not in gone}
-            held |= {v.key for urn in self.store.slivers() for v in self.store.vsys_links(urn)}
-            for urn in urns:
-                with self._locked(urn):
-                    spec = self.store.get_link(urn)
-                    vni = spec.vni if spec is not None else self._vnis.get(urn)
-                    if vni is None:
-                        continue
-                    if spec is not None and (spec.capacity_kbps > 0 or urn in self._shaped):
-                        for sliver, index in self._members(spec):
-                            if links.exists(ipr, rl.exp_device(sliver.slot, index)):
-                                self._shape_member(ipr, sliver, index, 0)
-                    if vni in held:  # shared with a link or vsys link that stays
-                        self._release_vni(ipr, vni, link=urn, gone=gone)
-                    else:
-                        self._remove_bridge(ipr, vni)
-                    self._vnis.pop(urn, None)
-                    self._warnings.pop(urn, None)
-                    self._shaped.discard(urn)
-
     def _remove_slot(self, ipr: IPRoute, slot: int, spec: SliverSpec | None) -> None:
-        had_ctl = links.exists(ipr, rl.ctl_device(slot))
-        self._stop_sshd(slot)
-        self._forget_commands(slot)
-        container.destroy(rl.sliver_netns(self.node, slot), self.run_dir)
-        group = container.cgroups().find(rl.cgroup_name(self.node, slot))
-        if group is not None:
-            group.remove()
-        self.ctl.remove_sliver(slot)
-        shutil.rmtree(self._vsys_dir(slot), ignore_errors=True)
-        self._commands_file(slot).unlink(missing_ok=True)
-        with self._node_lock:
-            self._dying[slot] = (len(spec.interfaces) if spec is not None else rl.MAX_INTERFACES, had_ctl)
-        if not had_ctl:  # a broken sliver: nothing says when its namespace is freed; delete now
-            self._settle_slot(ipr, slot, time.monotonic())
+        self._remove_slots(ipr, {slot: spec})
+
+    def _remove_slots(self, ipr: IPRoute, slots: dict[int, SliverSpec | None]) -> None:
+        """sshd, commands, containers (killed together), cgroups, NAT (one transaction) and files of ``slots``
+        (slot -> its spec, if known); their veths are left to the kernel, which frees them with the namespaces."""
+        if not slots:
+            return
+        had_ctl = {slot: links.exists(ipr, rl.ctl_device(slot)) for slot in slots}
+        for slot in slots:
+            self._stop_sshd(slot)
+            self._forget_commands(slot)
+        container.destroy_many([rl.sliver_netns(self.node, slot) for slot in slots], self.run_dir)
+        for slot in slots:
+            group = container.cgroups().find(rl.cgroup_name(self.node, slot))
+            if group is not None:
+                group.remove()
+        self.ctl.remove_slivers(slots)
+        for slot, spec in slots.items():
+            shutil.rmtree(self._vsys_dir(slot), ignore_errors=True)
+            self._commands_file(slot).unlink(missing_ok=True)
+            with self._node_lock:
+                self._dying[slot] = (len(spec.interfaces) if spec is not None else rl.MAX_INTERFACES, had_ctl[slot])
+            if not had_ctl[slot]:  # a broken sliver: nothing says when its namespace is freed; delete now
+                self._settle_slot(ipr, slot, time.monotonic())
 
     def settle(self, timeout: float = rl.REMOVE_WAIT_S) -> None:
         """Wait until what was removed is gone from the kernel: removed slivers' veths (deleted after
@@ -500,11 +468,10 @@ class Realizer(ProcRealizer):
             wanted = {spec.slot: spec for spec in slivers.values()}
             vnis = {link.vni for link in self.store.links().values()}
             vnis |= {v.key for urn in slivers for v in self.store.vsys_links(urn)}
-            for name in netns.names(f"primo-{self.node}-"):
-                slot = rl.parse_sliver_netns(self.node, name)
-                if slot is not None and slot not in wanted:
-                    self._remove_slot(ipr, slot, None)
-                    report["removed"].append(f"netns {name}")
+            stale_ns = {slot: name for name in netns.names(f"primo-{self.node}-")
+                        if (slot := rl.parse_sliver_netns(self.node, name)) is not None and slot not in wanted}
+            self._remove_slots(ipr, dict.fromkeys(stale_ns))
+            report["removed"] += [f"netns {name}" for name in stale_ns.values()]
             report["removed"] += [f"cgroup {name}" for name in self._remove_cgroups(set(wanted))]
             self.settle()  # the removed namespaces' veths are gone before devices are listed
             stale = sorted(set(self.ctl.slivers()) - set(wanted))
@@ -551,10 +518,8 @@ class Realizer(ProcRealizer):
     def teardown(self) -> None:
         """Remove everything of this node: slivers, devices, NAT table, control bridge, cgroups, files."""
         with self._session() as ipr, self._node_lock:
-            for name in netns.names(f"primo-{self.node}-"):
-                slot = rl.parse_sliver_netns(self.node, name)
-                if slot is not None:
-                    self._remove_slot(ipr, slot, None)
+            slots = (rl.parse_sliver_netns(self.node, name) for name in netns.names(f"primo-{self.node}-"))
+            self._remove_slots(ipr, {slot: None for slot in slots if slot is not None})
             self._remove_cgroups(set())
             self.settle()
             for device in links.names(ipr, "primo"):  # deleted in one batch: ~20-40 ms each one by one

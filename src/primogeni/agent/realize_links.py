@@ -22,7 +22,7 @@ import ipaddress
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,6 +68,11 @@ def vsys_device(slot: int, index: int) -> str: return f"primo{slot}t{index:x}"
 def bridge_device(vni: int) -> str: return f"primob{vni}"
 def vxlan_device(vni: int) -> str: return f"primox{vni}"
 def gretap_device(vni: int) -> str: return f"primog{vni}"
+
+
+def vsys_dir(state_dir: Path, slot: int) -> Path:
+    """The sliver's vsys directory (bound at ``/vsys`` inside its container; the vsys server's FIFOs)."""
+    return Path(state_dir) / "vsys" / str(slot)
 
 
 def stable_mac(*parts: object) -> str:
@@ -399,19 +404,33 @@ class LinkRealizer:
 
     def remove_link(self, urn: str) -> None:
         """Remove the link's bridge and tunnel and its members' shaping (idempotent)."""
-        with self._locked(urn), self._session() as ipr:
-            spec = self.store.get_link(urn)
-            vni = spec.vni if spec is not None else self._vnis.get(urn)
-            if vni is None:
-                return
-            if spec is not None and (spec.capacity_kbps > 0 or urn in self._shaped):
-                for sliver, index in self._members(spec):
-                    if links.exists(ipr, exp_device(sliver.slot, index)):
-                        self._shape_member(ipr, sliver, index, 0)
-            self._release_vni(ipr, vni, link=urn)
-            self._vnis.pop(urn, None)
-            self._warnings.pop(urn, None)
-            self._shaped.discard(urn)
+        self.remove_links([urn])
+
+    def remove_links(self, urns: Sequence[str]) -> None:
+        """Remove links' bridges and tunnels (those no other link or vsys link uses) and their members'
+        shaping (idempotent): the store is read once, and the bridges and tunnels are all retired
+        before the reaper deletes them (in one batch)."""
+        gone = frozenset(urns)
+        with self._session() as ipr, self.reaper.hold():
+            held = {spec.vni for spec in self.store.links().values() if spec.urn not in gone}
+            held |= {v.key for urn in self.store.slivers() for v in self.store.vsys_links(urn)}
+            for urn in urns:
+                with self._locked(urn):
+                    spec = self.store.get_link(urn)
+                    vni = spec.vni if spec is not None else self._vnis.get(urn)
+                    if vni is None:
+                        continue
+                    if spec is not None and (spec.capacity_kbps > 0 or urn in self._shaped):
+                        for sliver, index in self._members(spec):
+                            if links.exists(ipr, exp_device(sliver.slot, index)):
+                                self._shape_member(ipr, sliver, index, 0)
+                    if vni in held:  # shared with a link or vsys link that stays
+                        self._release_vni(ipr, vni, link=urn, gone=gone)
+                    else:
+                        self._remove_bridge(ipr, vni)
+                    self._vnis.pop(urn, None)
+                    self._warnings.pop(urn, None)
+                    self._shaped.discard(urn)
 
     def _release_vni(self, ipr: IPRoute, vni: int, *, link: str | None = None,
                      vsys: tuple[str, str] | None = None, gone: frozenset[str] = frozenset()) -> None:
@@ -515,4 +534,4 @@ class LinkRealizer:
 __all__ = ["MAX_INTERFACES", "REMOVE_WAIT_S", "RETIRED_GROUP", "VXLAN_OVERHEAD", "VXLAN_PORT", "DeviceName",
            "LinkRealizer", "Reaper", "SpecStore", "bridge_device", "cgroup_name", "ctl_device", "del_address",
            "exp_device", "gretap_device", "link_info", "parse_cgroup", "parse_device", "parse_sliver_netns",
-           "set_alias", "shape", "sliver_netns", "stable_mac", "vsys_device", "vxlan_device"]
+           "set_alias", "shape", "sliver_netns", "stable_mac", "vsys_device", "vsys_dir", "vxlan_device"]

@@ -38,6 +38,7 @@ from primogeni.agent import monitor
 from primogeni.agent.config import AGENT_PATH, AgentConfig
 from primogeni.agent.events import EventScheduler
 from primogeni.agent.realize import Realizer
+from primogeni.agent.realize_links import vsys_dir
 from primogeni.agent.spec import EventSpec, LinkSpec, SliverSpec, SpecError
 from primogeni.agent.store import Store, StoreError
 from primogeni.agent.vsys import VsysServer
@@ -117,11 +118,6 @@ def node_facts(state_dir: Path, underlay_dev: str, underlay_ip: str) -> dict[str
         "disk_total": monitor.disk_usage(state_dir)[0],
         "interfaces": interfaces,
     }
-
-
-def vsys_dir(state_dir: Path, slot: int) -> Path:
-    """The sliver's vsys directory (bound at ``/vsys`` inside its container)."""
-    return state_dir / "vsys" / str(slot)
 
 
 def _need(value: object, kind: type | tuple[type, ...], what: str) -> Any:

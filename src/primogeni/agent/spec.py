@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from primogeni.errors import EmuError
 
@@ -22,6 +22,34 @@ SPEC_VERSION = 1
 
 class SpecError(EmuError, ValueError):
     """A spec from the AM (or a vsys request) is malformed: names the field."""
+
+
+class _Spec:
+    """The wire form shared by the specs: :meth:`to_dict` and :meth:`from_dict` (which checks the
+    field names, lets the subclass's ``_coerce`` turn lists back into tuples, and reports a
+    malformed struct as :class:`SpecError` naming the kind)."""
+
+    _kind: ClassVar[str] = ""  # "sliver" | "link" | "event", for messages
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # each subclass is a dataclass
+
+    def to_dict(self) -> dict[str, Any]:
+        plain: dict[str, Any] = _plain(asdict(self))
+        return plain
+
+    @staticmethod
+    def _coerce(raw: dict[str, Any]) -> None:
+        """Turn the plain values of ``raw`` (in place) into the field types."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        try:
+            raw = _known(cls, data)
+            cls._coerce(raw)
+            return cls(**raw)
+        except SpecError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SpecError(f"malformed {cls._kind} spec: {exc!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -41,8 +69,10 @@ class LoginSpec:
 
 
 @dataclass(frozen=True)
-class SliverSpec:
+class SliverSpec(_Spec):
     """A container on this physical node."""
+
+    _kind = "sliver"
 
     urn: str
     slice_urn: str
@@ -85,33 +115,25 @@ class SliverSpec:
             if not _is_username(login.user):
                 raise SpecError(f"sliver {self.urn}: login name {login.user!r} is not a valid user name")
 
-    def to_dict(self) -> dict[str, Any]:
-        return _plain_dict(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        try:
-            raw = _known(cls, data)
-            raw["ports"] = tuple(raw["ports"])
-            raw["interfaces"] = tuple(IfaceSpec(**_known(IfaceSpec, i)) for i in raw.get("interfaces", ()))
-            raw["logins"] = tuple(LoginSpec(g["user"], tuple(g.get("keys", ()))) for g in raw.get("logins", ()))
-            raw["hosts"] = tuple((str(h), str(a)) for h, a in raw.get("hosts", ()))
-            raw["vsys_keys"] = tuple(int(k) for k in raw.get("vsys_keys", ()))
-            raw["vsys_peers"] = tuple(str(p) for p in raw.get("vsys_peers", ()))
-            return cls(**raw)
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, SpecError):
-                raise
-            raise SpecError(f"malformed sliver spec: {exc!r}") from exc
+    @staticmethod
+    def _coerce(raw: dict[str, Any]) -> None:
+        raw["ports"] = tuple(raw["ports"])
+        raw["interfaces"] = tuple(IfaceSpec(**_known(IfaceSpec, i)) for i in raw.get("interfaces", ()))
+        raw["logins"] = tuple(LoginSpec(g["user"], tuple(g.get("keys", ()))) for g in raw.get("logins", ()))
+        raw["hosts"] = tuple((str(h), str(a)) for h, a in raw.get("hosts", ()))
+        raw["vsys_keys"] = tuple(int(k) for k in raw.get("vsys_keys", ()))
+        raw["vsys_peers"] = tuple(str(p) for p in raw.get("vsys_peers", ()))
 
 
 @dataclass(frozen=True)
-class LinkSpec:
+class LinkSpec(_Spec):
     """A virtual link or LAN as seen by one physical node: its local members and the remote nodes.
 
     The agent makes a bridge for it, attaches the members' host-side veths, and, when ``remotes``
     is not empty, a tunnel (VXLAN id ``vni``) with head-end replication to every remote.
     """
+
+    _kind = "link"
 
     urn: str
     slice_urn: str
@@ -136,32 +158,24 @@ class LinkSpec:
         if self.capacity_kbps < 0 or self.latency_ms < 0 or not 0 <= self.packet_loss <= 1:
             raise SpecError(f"link {self.urn}: capacity, latency and loss must be ≥ 0 (loss ≤ 1)")
 
-    def to_dict(self) -> dict[str, Any]:
-        return _plain_dict(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        try:
-            raw = _known(cls, data)
-            raw["members"] = tuple((str(s), str(i)) for s, i in raw.get("members", ()))
-            raw["remotes"] = tuple(str(r) for r in raw.get("remotes", ()))
-            return cls(**raw)
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, SpecError):
-                raise
-            raise SpecError(f"malformed link spec: {exc!r}") from exc
+    @staticmethod
+    def _coerce(raw: dict[str, Any]) -> None:
+        raw["members"] = tuple((str(s), str(i)) for s, i in raw.get("members", ()))
+        raw["remotes"] = tuple(str(r) for r in raw.get("remotes", ()))
 
 
 EVENT_ACTIONS = {"link": ("down", "up"), "host": ("start", "stop", "reboot")}
 
 
 @dataclass(frozen=True)
-class EventSpec:
+class EventSpec(_Spec):
     """An Emulab-style event: ``link L down|up``, ``host H start|stop CMD``, ``host H reboot``.
 
     ``event_id`` is unique per AM and makes delivery idempotent: an agent applies an id at most
     once, however often the AM retries. ``at`` is a UNIX time in seconds (0 = now).
     """
+
+    _kind = "event"
 
     event_id: int
     slice_urn: str
@@ -181,21 +195,11 @@ class EventSpec:
         if self.action in ("start", "stop") and not self.command:
             raise SpecError(f"event {self.event_id}: host {self.action} needs a command")
 
-    def to_dict(self) -> dict[str, Any]:
-        return _plain_dict(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        try:
-            raw = _known(cls, data)
-            raw["command"] = tuple(str(c) for c in raw.get("command", ()))
-            raw["event_id"] = int(raw["event_id"])
-            raw["at"] = float(raw.get("at", 0.0))
-            return cls(**raw)
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, SpecError):
-                raise
-            raise SpecError(f"malformed event spec: {exc!r}") from exc
+    @staticmethod
+    def _coerce(raw: dict[str, Any]) -> None:
+        raw["command"] = tuple(str(c) for c in raw.get("command", ()))
+        raw["event_id"] = int(raw["event_id"])
+        raw["at"] = float(raw.get("at", 0.0))
 
 
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -206,10 +210,6 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise SpecError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
     return dict(data)
-
-
-def _plain_dict(value: dict[str, Any]) -> dict[str, Any]:
-    return {k: _plain(v) for k, v in value.items() if v is not None}
 
 
 def _plain(value: Any) -> Any:

@@ -9,8 +9,9 @@ hierarchies that are mounted; under v2 one directory below the cgroup2 root.
 Limits: ``cpu_percent`` is a share of one core (v1 ``cpu.cfs_quota_us`` over a 100 ms
 ``cpu.cfs_period_us``; v2 ``cpu.max``), ``memory_mb`` a hard limit (v1 ``memory.limit_in_bytes``;
 v2 ``memory.max``); 0 means no limit. Usage is cumulative CPU time in ns and current memory in
-bytes. :meth:`Cgroup.procs_files` are the files a process writes ``0`` to in order to join; the
-container module does that in forked children, so those paths are computed up front.
+bytes. :meth:`Cgroup.procs_files` are the files a process writes ``0`` to in order to join, and
+:meth:`Cgroup.limit_writes` the writes that set limits; the container module has forked children
+do them (:meth:`Cgroups.group` gives the paths without touching the disk), so they are computed up front.
 
 Groups live at the root of each hierarchy (``/sys/fs/cgroup/<controller>/primo/...``), not below
 the agent's own cgroup, so that any process (a restarted agent, ``primo clean``) finds them.
@@ -100,7 +101,7 @@ class Cgroup:
     @property
     def procs_files(self) -> tuple[str, ...]:
         """The ``cgroup.procs`` files a process writes to (once per distinct hierarchy) to join."""
-        return tuple(dict.fromkeys(str(d / "cgroup.procs") for d in self.dirs.values()))
+        return tuple(str(d / "cgroup.procs") for d in self.distinct_dirs)
 
     def _dir(self, *controllers: str) -> Path:
         if self.version == "v2":
@@ -114,25 +115,39 @@ class Cgroup:
         for procs in self.procs_files:
             _write(Path(procs), str(pid))
 
-    def set_limits(self, *, cpu_percent: int = 0, memory_mb: int = 0) -> None:
+    @property
+    def distinct_dirs(self) -> tuple[Path, ...]:
+        """The group's directories, each once (v1 controllers may share a hierarchy)."""
+        return tuple(dict.fromkeys(self.dirs.values()))
+
+    def limit_writes(self, *, cpu_percent: int = 0, memory_mb: int = 0) -> list[tuple[Path, str]]:
+        """The (file, value) writes that set these limits, in order (0 = no limit); nothing is written.
+
+        :meth:`set_limits` does them; the container module hands them to a forked PID 1 instead.
+        """
         if cpu_percent < 0 or memory_mb < 0:
             raise EmuError(f"negative limit (cpu {cpu_percent} %, memory {memory_mb} MB)", what=self.name)
         if self.version == "v2":
             d = self.dirs[""]
             quota = str(cpu_percent * CPU_PERIOD_US // 100) if cpu_percent else "max"
-            _write(d / "cpu.max", f"{quota} {CPU_PERIOD_US}")
-            _write(d / "memory.max", str(memory_mb << 20) if memory_mb else "max")
-            return
+            return [(d / "cpu.max", f"{quota} {CPU_PERIOD_US}"),
+                    (d / "memory.max", str(memory_mb << 20) if memory_mb else "max")]
+        writes = []
         if "cpu" in self.dirs:
-            _write(self.dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
             quota = str(cpu_percent * CPU_PERIOD_US // 100) if cpu_percent else "-1"
-            _write(self.dirs["cpu"] / "cpu.cfs_quota_us", quota)
+            writes += [(self.dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US)),
+                       (self.dirs["cpu"] / "cpu.cfs_quota_us", quota)]
         elif cpu_percent:
             raise FeatureMissing("no cpu controller for a CPU limit", what=self.name)
         if "memory" in self.dirs:
-            _write(self.dirs["memory"] / "memory.limit_in_bytes", str(memory_mb << 20) if memory_mb else "-1")
+            writes.append((self.dirs["memory"] / "memory.limit_in_bytes", str(memory_mb << 20) if memory_mb else "-1"))
         elif memory_mb:
             raise FeatureMissing("no memory controller for a memory limit", what=self.name)
+        return writes
+
+    def set_limits(self, *, cpu_percent: int = 0, memory_mb: int = 0) -> None:
+        for path, value in self.limit_writes(cpu_percent=cpu_percent, memory_mb=memory_mb):
+            _write(path, value)
 
     def usage(self) -> CgroupUsage:
         try:
@@ -246,16 +261,14 @@ class Cgroups:
 
     def create(self, name: str, *, cpu_percent: int = 0, memory_mb: int = 0) -> Cgroup:
         """Make (or keep) the group and set its limits; idempotent."""
-        _check_name(name)
-        dirs = self._dirs(name)
+        group = self.group(name)
         if self.version == "v2":
             self._enable_v2_controllers(name)
-        for d in set(dirs.values()):
+        for d in group.distinct_dirs:
             try:
                 d.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise EmuError(f"creating {d}: {exc.strerror}", what=name) from exc
-        group = Cgroup(name, self.version, dirs)
         group.set_limits(cpu_percent=cpu_percent, memory_mb=memory_mb)
         return group
 
@@ -274,9 +287,12 @@ class Cgroups:
             if missing:
                 _write(control, " ".join(f"+{c}" for c in sorted(missing)))
 
+    def group(self, name: str) -> Cgroup:
+        """The handle of group ``name`` (its paths), whether or not it exists; nothing is made."""
+        return Cgroup(_check_name(name), self.version, self._dirs(name))
+
     def find(self, name: str) -> Cgroup | None:
-        _check_name(name)
-        group = Cgroup(name, self.version, self._dirs(name))
+        group = self.group(name)
         return group if group.exists() else None
 
     def names(self, prefix: str = PREFIX) -> list[str]:

@@ -56,7 +56,7 @@ from typing import Any
 from primogeni.emu import container_init as _ci
 from primogeni.emu import netns
 from primogeni.emu import sys as esys
-from primogeni.emu.cgroups import CPU_PERIOD_US, Cgroup, Cgroups
+from primogeni.emu.cgroups import Cgroup, Cgroups
 from primogeni.errors import EmuError, FeatureMissing
 
 DROPPED_CAPS = ("sys_admin", "sys_module", "sys_ptrace", "sys_rawio", "sys_boot")
@@ -348,9 +348,9 @@ def _prepare(spec: ContainerSpec, *, join: bool) -> _Prepared:
     if not spec.cgroup:
         group = None
     elif layout.version == "v1" and not (spec.cpu_percent or spec.memory_mb):  # what Cgroups.create does
-        layout.find(spec.cgroup)  # checks the name
-        group = Cgroup(spec.cgroup, "v1", {c: base / spec.cgroup for c, base in layout.bases.items()})
-        mkdirs, writes = tuple(dict.fromkeys(str(d) for d in group.dirs.values())), _v1_no_limits(group)
+        group = layout.group(spec.cgroup)  # no limits, set again in case the group was left from before
+        mkdirs = tuple(str(d) for d in group.distinct_dirs)
+        writes = tuple((str(path), value) for path, value in group.limit_writes())
     else:
         group = layout.create(spec.cgroup, cpu_percent=spec.cpu_percent, memory_mb=spec.memory_mb)
     if spec.vsys_dir is not None:
@@ -375,17 +375,6 @@ def _prepare(spec: ContainerSpec, *, join: bool) -> _Prepared:
                     etc=tuple(etc_files(spec).items()), sysctls=sysctls, mkdirs=mkdirs, writes=writes,
                     pid_file=str(_pid_file(spec.name, spec.run_dir)), pid_note=spec.cgroup or "")
     return _Prepared(spec, join, group, plan)
-
-
-def _v1_no_limits(group: Cgroup) -> tuple[tuple[str, str], ...]:
-    """No limits (what a new v1 group has; set again in case the group was left from before)."""
-    writes = []
-    if "cpu" in group.dirs:
-        writes += [(str(group.dirs["cpu"] / "cpu.cfs_period_us"), str(CPU_PERIOD_US)),
-                   (str(group.dirs["cpu"] / "cpu.cfs_quota_us"), "-1")]
-    if "memory" in group.dirs:
-        writes.append((str(group.dirs["memory"] / "memory.limit_in_bytes"), "-1"))
-    return tuple(writes)
 
 
 def _finish(prep: _Prepared, answer: str | None) -> Container:
