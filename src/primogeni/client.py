@@ -30,7 +30,7 @@ import tomllib
 import xmlrpc.client
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,7 +42,7 @@ from primogeni.geni.errors import CredentialError, GeniError
 from primogeni.geni.rspec import NS_PRIMO, NS_RSPEC
 from primogeni.geni.rspec.xmlio import parse_xml
 from primogeni.geni.times import parse_rfc3339 as parse_time
-from primogeni.geni.times import rfc3339
+from primogeni.geni.times import rfc3339, utcnow
 from primogeni.geni.urn import Urn, check_project_name, slice_urn
 from primogeni.rpc import client as rpc_client
 
@@ -285,7 +285,7 @@ class PrimoClient:
     """
 
     def __init__(self, config: ClientConfig, *, timeout: float = 60.0,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 clock: Callable[[], datetime] = utcnow):
         self.config = config
         self.timeout = timeout
         self.clock = clock

@@ -36,7 +36,7 @@ import time
 import xmlrpc.client
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,9 @@ from primogeni.db import reader_factory
 from primogeni.geni.cert import Gid, TrustStore
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
+from primogeni.geni.times import utcnow
 from primogeni.geni.urn import Urn
+from primogeni.rpc import client_context
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ class AgentDriver:
 
     def __init__(self, sessions: sessionmaker[Session], agents: Agents, *, cert: Path, key: Path, trust: TrustStore,
                  timeout: float = 60.0, probe_timeout: float = 10.0, workers: int = 8, authority: str | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 clock: Callable[[], datetime] = utcnow):
         self._sessions = sessions
         self._readers = reader_factory(sessions.kw["bind"])
         self.agents = agents
@@ -96,12 +98,8 @@ class AgentDriver:
         self.timeout = timeout
         self.probe_timeout = probe_timeout
         self._clock = clock
-        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        self._context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self._context.load_cert_chain(str(cert), str(key))
-        self._context.check_hostname = False  # the peer is identified by its node URN instead
-        self._context.verify_mode = ssl.CERT_REQUIRED
-        self._context.load_verify_locations(cadata=trust.bundle_pem())
+        # the peer is identified by its node URN (AgentTransport), not its host name
+        self._context = client_context(cert=cert, key=key, trust=trust, check_hostname=False)
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-rpc")
         self._monitor_lock = threading.Lock()

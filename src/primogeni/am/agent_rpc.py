@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import http.client
 import ssl
-import xmlrpc.client
 from collections.abc import Sequence
 from typing import Any
 
 from primogeni.geni.cert import Gid
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
+from primogeni.rpc import TlsTransport
 
 BATCH_ITEMS = 100  # at most this many items per ProvisionMany call (chunks of one node go in parallel)
 RELEASE_ITEMS = 500  # … per ReleaseMany call
@@ -88,29 +88,18 @@ class CheckedConnection(http.client.HTTPSConnection):
             raise ssl.SSLError(f"the server's certificate is {urn}, not {self.expected}")
 
 
-class AgentTransport(xmlrpc.client.SafeTransport):
+class AgentTransport(TlsTransport):
     """Keeps one connection; verifies the chain against our roots and the peer's node URN.
 
     ``timeout`` may change between calls (probes are shorter); it applies to the open connection too.
     """
 
     def __init__(self, context: ssl.SSLContext, timeout: float, expected: str):
-        super().__init__(use_builtin_types=True, context=context)
-        self._ctx = context
-        self.timeout = timeout
+        super().__init__(context, timeout)
         self._expected = expected
 
-    def make_connection(self, host: tuple[str, dict[str, str]] | str) -> http.client.HTTPSConnection:
-        cached_host, cached = self._connection
-        if isinstance(cached, http.client.HTTPSConnection) and host == cached_host:
-            cached.timeout = self.timeout
-            if cached.sock is not None:
-                cached.sock.settimeout(self.timeout)
-            return cached
-        chost, self._extra_headers, _x509 = self.get_host_info(host)
-        connection = CheckedConnection(chost, context=self._ctx, timeout=self.timeout, expected=self._expected)
-        self._connection = host, connection
-        return connection
+    def new_connection(self, host: str) -> http.client.HTTPSConnection:
+        return CheckedConnection(host, context=self._context, timeout=self.timeout, expected=self._expected)
 
 
 __all__ = ["BATCH_BYTES", "BATCH_ITEMS", "BATCH_ITEM_S", "RELEASE_ITEMS", "AgentLacks", "AgentTransport",

@@ -21,14 +21,12 @@ from primogeni.geni.codes import GeniCode
 from primogeni.geni.cred import Credential, Verifier
 from primogeni.geni.credlist import sfa_credentials
 from primogeni.geni.errors import CredentialError, GeniError, UrnError
+from primogeni.geni.rspec import NS_PRIMO, NS_RSPEC
 from primogeni.geni.times import as_utc, parse_rfc3339, rfc3339
 from primogeni.geni.urn import Urn
 
 if TYPE_CHECKING:
     from primogeni.am.events import EventQueue
-
-RSPEC_NS = "http://www.geni.net/resources/rspec/3"
-PRIMO_NS = "http://www.primogeni.net/resources/rspec/ext/primogeni/1"
 
 
 def parse_time(value: object, what: str) -> datetime:
@@ -197,6 +195,6 @@ def check_rspec_version(options: Mapping[str, object], *, required: bool) -> Non
 def rspec_versions() -> dict[str, object]:
     def one(kind: str) -> dict[str, object]:
         return {"type": "GENI", "version": "3", "schema": f"http://www.geni.net/resources/rspec/3/{kind}.xsd",
-                "namespace": RSPEC_NS, "extensions": [PRIMO_NS]}
+                "namespace": NS_RSPEC, "extensions": [NS_PRIMO]}
 
     return {"geni_request_rspec_versions": [one("request")], "geni_ad_rspec_versions": [one("ad")]}

@@ -23,7 +23,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -52,6 +52,7 @@ from primogeni.db import reader_factory
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
 from primogeni.geni.rspec import Request
+from primogeni.geni.times import utcnow
 from primogeni.geni.urn import Urn
 
 log = logging.getLogger(__name__)
@@ -83,13 +84,9 @@ class Sliver:
     error: str = ""
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class AggregateManager:
     def __init__(self, sessions: sessionmaker[Session], inventory: Inventory, driver: ResourceDriver, *,
-                 cm: Urn, clock: Callable[[], datetime] = _utcnow, policy: Policy | None = None,
+                 cm: Urn, clock: Callable[[], datetime] = utcnow, policy: Policy | None = None,
                  allocation_lifetime: timedelta = timedelta(minutes=10),
                  sliver_lifetime: timedelta = timedelta(days=7)):
         self.sessions = sessions

@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy import delete, select
@@ -29,6 +29,7 @@ from primogeni.am.models import PlanRow
 from primogeni.db import reader_factory
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
+from primogeni.geni.times import utcnow
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ class RecordingDriver:
     """
 
     def __init__(self, sessions: sessionmaker[Session], *, delay: float = 0.0,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 clock: Callable[[], datetime] = utcnow):
         self._sessions = sessions
         self._readers = reader_factory(sessions.kw["bind"])
         self._delay = delay

@@ -21,18 +21,19 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select
 
 from primogeni.agent.spec import EventSpec, SpecError
+from primogeni.am.common import parse_time
 from primogeni.am.core import AggregateManager, Sliver
 from primogeni.am.driver import EventRefused
-from primogeni.am.models import PROVISIONED, EventRow, SliceRow, SliverRow
+from primogeni.am.models import PROVISIONED, EventRow, SliverRow
 from primogeni.am.plans import plan_of
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
-from primogeni.geni.times import parse_rfc3339, rfc3339
+from primogeni.geni.times import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +71,6 @@ def _view(row: EventRow) -> Event:
                  row.state, row.attempts, row.last_error)
 
 
-def _when(value: object) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not isinstance(value, str):
-        raise GeniError(GeniCode.BADARGS, f"primo_at must be an RFC 3339 time, got {value!r}")
-    try:
-        return parse_rfc3339(value)
-    except ValueError:
-        raise GeniError(GeniCode.BADARGS, f"primo_at is not an RFC 3339 time: {value!r}") from None
-
-
 def _command(value: object, action: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -110,7 +98,7 @@ class EventQueue:
         if getattr(self.am.driver, "deliver", None) is None:
             raise GeniError(GeniCode.UNSUPPORTED, "this aggregate's resource driver does not take events")
         kind, verb = EVENT_ACTIONS[action]
-        at = _when(options.get("primo_at"))
+        at = None if options.get("primo_at") is None else parse_time(options["primo_at"], "primo_at")
         command = _command(options.get("primo_command"), verb)
         try:  # the agent's own rules (a command for start/stop), before anything is stored
             EventSpec(1, slice_urn, kind, "-", verb, command)
@@ -119,23 +107,12 @@ class EventQueue:
         sliver_kind = "link" if kind == "link" else "node"
         now = self.clock()
         with self.am.sessions.begin() as session:
-            slice_row = session.get(SliceRow, slice_urn)
-            if slice_row is None:
-                raise GeniError(GeniCode.SEARCHFAILED, f"slice {slice_urn} has no slivers here")
-            if slice_row.shutdown:
-                raise GeniError(GeniCode.FORBIDDEN, f"slice {slice_urn} was shut down by an operator")
-            rows = list(session.scalars(select(SliverRow).where(SliverRow.slice_urn == slice_urn)
-                                        .order_by(SliverRow.client_id)))
+            self.am._check_live(session, slice_urn)
+            targets = self.am._slivers(session, slice_urn, urns)
             if urns is None:
-                targets = [r for r in rows if r.kind == sliver_kind]
+                targets = [r for r in targets if r.kind == sliver_kind]
                 if not targets:
                     raise GeniError(GeniCode.BADARGS, f"{action}: slice {slice_urn} has no {sliver_kind} sliver")
-            else:
-                by_urn = {r.urn: r for r in rows}
-                missing = [u for u in urns if u not in by_urn]
-                if missing:
-                    raise GeniError(GeniCode.SEARCHFAILED, f"no sliver {missing[0]} in slice {slice_urn}")
-                targets = [by_urn[u] for u in urns]
             for r in targets:
                 if r.kind != sliver_kind:
                     raise GeniError(GeniCode.BADARGS, f"{action} applies to {sliver_kind} slivers; {r.client_id!r} "

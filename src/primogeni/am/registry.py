@@ -23,7 +23,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -35,7 +35,7 @@ from primogeni.db import reader_factory
 from primogeni.geni.cert import Gid
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
-from primogeni.geni.times import rfc3339
+from primogeni.geni.times import rfc3339, utcnow
 from primogeni.geni.urn import Urn
 from primogeni.rpc import envelope
 
@@ -45,10 +45,6 @@ REGISTRY_PATH = "/primo/registry/1"
 INTERVAL_S = 30.0
 """How often agents register (seconds); an agent silent for three intervals is not alive."""
 _CACHE_S = 1.0  # how long a read of the table serves lookups (registrations in this process clear it)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -71,7 +67,7 @@ class Agents:
     """The registry's table, read by the driver, placement and the advertisement."""
 
     def __init__(self, sessions: sessionmaker[Session], *, interval: float = INTERVAL_S,
-                 clock: Callable[[], datetime] = _utcnow):
+                 clock: Callable[[], datetime] = utcnow):
         self._sessions = sessions
         self._readers = reader_factory(sessions.kw["bind"])
         self.interval = interval

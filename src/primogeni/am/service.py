@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -44,6 +44,7 @@ from primogeni.am.registry import REGISTRY_PATH, Agents, RegistryApi
 from primogeni.db import make_engine, redact, session_factory
 from primogeni.geni.cert import Identity, TrustStore
 from primogeni.geni.cred import Verifier
+from primogeni.geni.times import utcnow
 from primogeni.rpc import Handler, RpcServer
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,11 @@ log = logging.getLogger(__name__)
 PATHS = {"2": "/am/2.0", "3": "/am/3.0", "cm": "/protogeni/xmlrpc/cm/2.0"}
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class AmService:
     def __init__(self, data_dir: Path, *, db_url: str | None = None, host: str = "127.0.0.1", port: int = 0,
                  driver: Callable[[sessionmaker[Session]], ResourceDriver] | str | None = None,
                  driver_delay: float = 0.0, reap_interval: float = 10.0, policy: Policy | None = None,
-                 clock: Callable[[], datetime] = _utcnow,
+                 clock: Callable[[], datetime] = utcnow,
                  allocation_lifetime: timedelta = timedelta(minutes=10), threads: int = 16):
         self.data_dir = Path(data_dir)
         am_dir = self.data_dir / "am"

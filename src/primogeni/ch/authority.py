@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from primogeni.db import make_engine, session_factory
 from primogeni.geni.cert import Gid, Identity, TrustStore, create_root, issue
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
+from primogeni.geni.times import utcnow
 from primogeni.geni.urn import Urn
 
 ROOT_LIFETIME = timedelta(days=3650)
@@ -138,7 +139,7 @@ def init_authority(
     """
     if not _AUTHORITY_NAME.match(name) or ":" in name:
         raise GeniError(GeniCode.BADARGS, f"authority name {name!r} must be letters, digits, '.' or '-'")
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     d = Path(data_dir)
     if (d / "ch" / "ma.pem").exists() or (d / "trusted_roots" / f"{name}-root.pem").exists():
         raise GeniError(GeniCode.ALREADYEXISTS, f"{d} already holds an authority")
@@ -190,7 +191,7 @@ class Clearinghouse:
         authority: Authority,
         engine: Engine,
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utcnow,
         max_project_lifetime: timedelta = timedelta(days=365),
         default_slice_lifetime: timedelta = timedelta(days=7),
         user_credential_lifetime: timedelta = timedelta(days=30),

@@ -19,7 +19,7 @@ import re
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -32,6 +32,7 @@ from primogeni.geni.cert import Gid, Identity, issue
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.cred import USER_PRIVILEGES, Credential, issue_credential
 from primogeni.geni.errors import GeniError
+from primogeni.geni.times import utcnow
 from primogeni.geni.urn import Urn, check_user_name, user_urn
 
 Clock = Callable[[], datetime]
@@ -52,10 +53,6 @@ SSH_KEY_TYPES = frozenset(
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _MAX_KEY_TEXT = 16 * 1024
 _MAX_NAME = 128
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -136,7 +133,7 @@ class MemberAuthority:
         users_dir: Path,
         sessions: sessionmaker[Session],
         *,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
         user_lifetime: timedelta = timedelta(days=365),
         credential_lifetime: timedelta = timedelta(days=30),
     ):

@@ -28,7 +28,7 @@ from primogeni.db import transaction
 from primogeni.geni.cert import Identity
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
-from primogeni.geni.times import rfc3339
+from primogeni.geni.times import rfc3339, utcnow
 from primogeni.geni.urn import Urn, check_project_name, project_urn
 
 Clock = Callable[[], datetime]
@@ -38,10 +38,6 @@ SLICE_ROLES = ("LEAD", "ADMIN", "MEMBER", "OPERATOR", "AUDITOR")
 #: Roles that manage members (and, in a project, act as ADMIN on every slice of it).
 MANAGERS = frozenset({"LEAD", "ADMIN"})
 MAX_DESCRIPTION = 4096
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def seconds(t: datetime) -> datetime:
@@ -100,7 +96,7 @@ class ProjectAuthority:
         sa: Identity,
         sessions: sessionmaker[Session],
         *,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
         max_project_lifetime: timedelta = timedelta(days=365),
         default_slice_lifetime: timedelta = timedelta(days=7),
     ):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -26,6 +26,7 @@ from primogeni.db import transaction
 from primogeni.geni.cert import Gid, TrustStore
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
+from primogeni.geni.times import utcnow
 from primogeni.geni.urn import Urn
 
 Clock = Callable[[], datetime]
@@ -35,10 +36,6 @@ AGGREGATE_MANAGER = "AGGREGATE_MANAGER"
 #: ``type`` values an aggregate may give to the ProtoGENI CH ``Register`` call.
 PG_REGISTER_TYPES = frozenset({"CM", "AM", "Aggregate", "AGGREGATE_MANAGER", "Component"})
 _MAX_URL = 1024
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,7 @@ def check_url(url: str) -> str:
 class Registry:
     """Registered aggregates, checked against ``trust``."""
 
-    def __init__(self, sessions: sessionmaker[Session], trust: TrustStore, *, clock: Clock = _utcnow):
+    def __init__(self, sessions: sessionmaker[Session], trust: TrustStore, *, clock: Clock = utcnow):
         self._sessions = sessions
         self.trust = trust
         self._clock = clock

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from primogeni.ch.api_chapi import CH_PATH, MA_PATH, SA_PATH, ChapiApi
 from primogeni.ch.api_pg import PG_CH_PATH, PG_SA_PATH, PgApi
@@ -29,14 +29,11 @@ from primogeni.ch.members import MemberAuthority
 from primogeni.ch.registry import Registry
 from primogeni.ch.slices import SliceAuthority
 from primogeni.geni.cred import Verifier
+from primogeni.geni.times import utcnow
 from primogeni.rpc import RpcServer
 
 #: The routes a ChService serves, by short name.
 PATHS = {"ch": CH_PATH, "ma": MA_PATH, "sa": SA_PATH, "pg_sa": PG_SA_PATH, "pg_ch": PG_CH_PATH}
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class ChService:
@@ -53,7 +50,7 @@ class ChService:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         max_project_lifetime: timedelta = timedelta(days=365),
         default_slice_lifetime: timedelta = timedelta(days=7),
         user_credential_lifetime: timedelta = timedelta(days=30),

@@ -198,10 +198,7 @@ class SliceAuthority(ProjectAuthority):
             description = check_description(description)
         now = self.now()
         with transaction(self._sessions) as s:
-            row = self._slice_row(s, urn, lock=True)
-            prow = s.get(ProjectRow, row.project_id)
-            assert prow is not None
-            who = self._member_row(s, caller)
+            row, prow, who = self._slice_and_member(s, urn, caller, lock=True)
             self._require_slice_role(s, row, prow, who, {"LEAD", "ADMIN", "MEMBER", "OPERATOR"}, "change")
             if row.removed or row.expires <= now:
                 raise GeniError(GeniCode.EXPIRED, f"slice {row.urn} expired at {format_time(row.expires)}")
@@ -215,10 +212,7 @@ class SliceAuthority(ProjectAuthority):
         """Retire a live slice now (its LEAD, or a project LEAD/ADMIN); the name becomes free."""
         now = self.now()
         with transaction(self._sessions) as s:
-            row = self._slice_row(s, urn, lock=True)
-            prow = s.get(ProjectRow, row.project_id)
-            assert prow is not None
-            who = self._member_row(s, caller)
+            row, prow, who = self._slice_and_member(s, urn, caller, lock=True)
             self._require_slice_role(s, row, prow, who, {"LEAD", "ADMIN"}, "remove")
             if row.removed or row.expires <= now:
                 raise GeniError(GeniCode.EXPIRED, f"slice {row.urn} has already expired")
@@ -262,10 +256,7 @@ class SliceAuthority(ProjectAuthority):
         """
         now = self.now()
         with transaction(self._sessions) as s:
-            row = self._slice_row(s, urn, lock=True)
-            prow = s.get(ProjectRow, row.project_id)
-            assert prow is not None
-            who = self._member_row(s, caller)
+            row, prow, who = self._slice_and_member(s, urn, caller, lock=True)
             self._require_slice_role(s, row, prow, who, MANAGERS, "change the members of")
             if row.removed or row.expires <= now:
                 raise GeniError(GeniCode.EXPIRED, f"slice {row.urn} has expired")
@@ -300,10 +291,7 @@ class SliceAuthority(ProjectAuthority):
         """
         now = self.now()
         with transaction(self._sessions) as s:
-            row = self._slice_row(s, urn)
-            prow = s.get(ProjectRow, row.project_id)
-            assert prow is not None
-            who = self._member_row(s, owner.urn)
+            row, prow, who = self._slice_and_member(s, urn, owner.urn)
             role = self._require_slice_role(s, row, prow, who, set(SLICE_ROLES), "get a credential for")
             if row.removed or row.expires <= now:
                 raise GeniError(GeniCode.EXPIRED, f"slice {row.urn} expired at {format_time(row.expires)}")
@@ -315,10 +303,7 @@ class SliceAuthority(ProjectAuthority):
     def role_in_slice(self, member: Urn | str, urn: Urn | str) -> str | None:
         """The member's effective role in the slice (project LEAD/ADMIN count as ADMIN), or None."""
         with transaction(self._sessions) as s:
-            row = self._slice_row(s, urn)
-            prow = s.get(ProjectRow, row.project_id)
-            assert prow is not None
-            who = self._member_row(s, member)
+            row, prow, who = self._slice_and_member(s, urn, member)
             return self._slice_role(s, row, prow, who)
 
     @staticmethod
@@ -344,6 +329,15 @@ class SliceAuthority(ProjectAuthority):
         if row is None:
             raise GeniError(GeniCode.SEARCHFAILED, f"no slice {u}")
         return row
+
+    def _slice_and_member(
+        self, s: Session, urn: Urn | str, member: Urn | str, *, lock: bool = False
+    ) -> tuple[SliceRow, ProjectRow, MemberRow]:
+        """The most recent slice with this URN (locked with ``lock``), its project, and ``member``'s row."""
+        row = self._slice_row(s, urn, lock=lock)
+        prow = s.get(ProjectRow, row.project_id)
+        assert prow is not None
+        return row, prow, self._member_row(s, member)
 
     @staticmethod
     def _slice_role(s: Session, row: SliceRow, prow: ProjectRow, who: MemberRow) -> str | None:

@@ -26,7 +26,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from lxml import etree
 
@@ -35,6 +35,7 @@ from primogeni.geni.cert import Gid, Identity, TrustStore
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.cred_verify import verify_signatures
 from primogeni.geni.errors import CertificateError, CredentialError
+from primogeni.geni.times import utcnow
 from primogeni.geni.urn import Urn
 
 SLICE_PRIVILEGES = ("refresh", "embed", "bind", "control", "info")
@@ -381,7 +382,7 @@ class Verifier:
         self,
         trust: TrustStore,
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utcnow,
         cache_size: int = 4096,
     ):
         self._trust = trust

@@ -10,6 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC (the default clock of every service)."""
+    return datetime.now(UTC)
+
+
 def rfc3339(when: datetime) -> str:
     """``2026-11-21T16:40:04Z``; ``when`` must be timezone-aware (ValueError otherwise)."""
     if when.tzinfo is None or when.utcoffset() is None:
@@ -40,4 +45,4 @@ def parse_rfc3339(text: str) -> datetime:
         raise ValueError(f"{text[:64]!r} is not an RFC 3339 time") from None
 
 
-__all__ = ["as_utc", "parse_rfc3339", "rfc3339"]
+__all__ = ["as_utc", "parse_rfc3339", "rfc3339", "utcnow"]

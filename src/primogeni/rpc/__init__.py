@@ -7,7 +7,7 @@ XML-RPC Fault. :func:`client` is the matching proxy (client certificate, optiona
 keep-alive).
 """
 
-from primogeni.rpc.client import client, client_context
+from primogeni.rpc.client import TlsTransport, client, client_context
 from primogeni.rpc.envelope import AM_TYPE, envelope, error_envelope, marshal_response, parse_call
 from primogeni.rpc.server import MAX_REQUEST_BYTES, Handler, RpcServer
 
@@ -16,6 +16,7 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "Handler",
     "RpcServer",
+    "TlsTransport",
     "client",
     "client_context",
     "envelope",

@@ -20,26 +20,38 @@ from pathlib import Path
 from primogeni.geni.cert import TrustStore
 
 
-class _TlsTransport(xmlrpc.client.SafeTransport):
-    """``SafeTransport`` with a connect/read timeout; keeps and reuses one connection per host."""
+class TlsTransport(xmlrpc.client.SafeTransport):
+    """``SafeTransport`` with a connect/read timeout; keeps and reuses one connection per host.
+
+    ``timeout`` may change between calls; it applies to the open connection too. Subclasses
+    check more of the peer by overriding :meth:`new_connection`.
+    """
 
     def __init__(self, context: ssl.SSLContext, timeout: float):
         super().__init__(use_builtin_types=True, context=context)
         self._context = context
-        self._timeout = timeout
+        self.timeout = timeout
+
+    def new_connection(self, host: str) -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection(host, None, context=self._context, timeout=self.timeout)
 
     def make_connection(self, host: tuple[str, dict[str, str]] | str) -> http.client.HTTPSConnection:
         cached_host, cached = self._connection
         if isinstance(cached, http.client.HTTPSConnection) and host == cached_host:
+            cached.timeout = self.timeout
+            if cached.sock is not None:
+                cached.sock.settimeout(self.timeout)
             return cached
         chost, self._extra_headers, _x509 = self.get_host_info(host)
-        connection = http.client.HTTPSConnection(chost, None, context=self._context, timeout=self._timeout)
+        connection = self.new_connection(chost)
         self._connection = host, connection
         return connection
 
 
-def client_context(*, cert: Path, key: Path, trust: TrustStore | None = None) -> ssl.SSLContext:
-    """The TLS context :func:`client` uses: our certificate chain, and the server checked iff ``trust``."""
+def client_context(*, cert: Path, key: Path, trust: TrustStore | None = None,
+                   check_hostname: bool = True) -> ssl.SSLContext:
+    """The TLS context :func:`client` uses: our certificate chain, and the server checked iff ``trust``
+    (its host name too unless ``check_hostname`` is false: a caller that identifies the peer otherwise)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(cert), str(key))
@@ -47,6 +59,7 @@ def client_context(*, cert: Path, key: Path, trust: TrustStore | None = None) ->
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     else:
+        context.check_hostname = check_hostname
         context.load_verify_locations(cadata=trust.bundle_pem())
     return context
 
@@ -61,8 +74,8 @@ def client(
     """
     if urllib.parse.urlsplit(url).scheme != "https":
         raise ValueError(f"GENI services are reached over https, not {url!r}")
-    transport = _TlsTransport(client_context(cert=cert, key=key, trust=trust), timeout)
+    transport = TlsTransport(client_context(cert=cert, key=key, trust=trust), timeout)
     return xmlrpc.client.ServerProxy(url, transport=transport, allow_none=True, use_builtin_types=True)
 
 
-__all__ = ["client", "client_context"]
+__all__ = ["TlsTransport", "client", "client_context"]
