@@ -8,8 +8,7 @@ the underlay address) with one all-zero FDB entry per remote node, tbf on both e
 member veth; and the vsys links slivers ask for (veth ``primo<slot>t<i>`` ↔ LABEL, labelled with
 ``ifalias`` = LABEL so it can be found again, on bridge ``primob<key>``).
 
-Kernel names (docs/SUBSTRATE.md) are made and parsed here, so reconciliation recognises exactly
-this node's devices; others (``primo-ctl``, the embedded underlay's ``primo-ul``) never match.
+Kernel names come from :mod:`primogeni.agent.names` (re-exported here for the realizer's modules).
 Removed bridges and tunnels go to :class:`Reaper`, which deletes them in the background.
 """
 
@@ -17,19 +16,32 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import ipaddress
 import os
-import re
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from pyroute2 import IPRoute  # type: ignore[import-untyped]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
 
+from primogeni.agent.names import (
+    DeviceName,
+    bridge_device,
+    cgroup_name,
+    ctl_device,
+    exp_device,
+    gretap_device,
+    parse_cgroup,
+    parse_device,
+    parse_sliver_netns,
+    sliver_netns,
+    stable_mac,
+    vsys_device,
+    vsys_dir,
+    vxlan_device,
+)
 from primogeni.agent.reaper import RETIRED_GROUP, Reaper
 from primogeni.agent.spec import LinkSpec, SliverSpec
 from primogeni.agent.store import VsysLink
@@ -44,10 +56,6 @@ VXLAN_OVERHEAD = 50  # bytes: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 MAX_INTERFACES = 15  # experimental (and vsys) veths per sliver: index 0…e
 REMOVE_WAIT_S = 5.0  # how long to wait for the kernel to drop what was removed
 
-_DEVICE_RE = re.compile(r"^primo(?:(?P<slot>[0-9]+)(?:(?P<ctl>c)|(?P<role>[et])(?P<index>[0-9a-e]))"
-                        r"|(?P<link>[bxg])(?P<vni>[0-9]+))$")
-
-
 class SpecStore(Protocol):
     """What the realizer reads of the agent's store (:class:`primogeni.agent.store.Store`)."""
 
@@ -57,66 +65,6 @@ class SpecStore(Protocol):
     def get_link(self, urn: str) -> LinkSpec | None: ...
     def run_state(self, urn: str) -> str: ...
     def vsys_links(self, sliver_urn: str) -> list[VsysLink]: ...
-
-
-# kernel names (docs/SUBSTRATE.md); slots and VNIs are decimal, interface indexes one hex digit
-def sliver_netns(node: str, slot: int) -> str: return f"primo-{node}-{slot}"
-def cgroup_name(node: str, slot: int) -> str: return f"primo/{node}-{slot}"
-def ctl_device(slot: int) -> str: return f"primo{slot}c"
-def exp_device(slot: int, index: int) -> str: return f"primo{slot}e{index:x}"
-def vsys_device(slot: int, index: int) -> str: return f"primo{slot}t{index:x}"
-def bridge_device(vni: int) -> str: return f"primob{vni}"
-def vxlan_device(vni: int) -> str: return f"primox{vni}"
-def gretap_device(vni: int) -> str: return f"primog{vni}"
-
-
-def vsys_dir(state_dir: Path, slot: int) -> Path:
-    """The sliver's vsys directory (bound at ``/vsys`` inside its container; the vsys server's FIFOs)."""
-    return Path(state_dir) / "vsys" / str(slot)
-
-
-def stable_mac(*parts: object) -> str:
-    """A locally administered unicast MAC derived from ``parts``: a remade interface keeps its MAC
-    (so neighbours' ARP caches stay right)."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
-
-
-@dataclass(frozen=True)
-class DeviceName:
-    """A device of ours: ``role`` ctl/exp/vsys (``number`` is the slot) or bridge/vxlan/gretap (the VNI)."""
-
-    role: str
-    number: int
-    index: int = 0
-
-
-def parse_device(name: str) -> DeviceName | None:
-    """What the device ``name`` is, when the realizer makes such devices; else ``None``."""
-    found = _DEVICE_RE.match(name)
-    if found is None:
-        return None
-    if found["link"]:
-        return DeviceName({"b": "bridge", "x": "vxlan", "g": "gretap"}[found["link"]], int(found["vni"]))
-    slot = int(found["slot"])
-    if found["ctl"]:
-        return DeviceName("ctl", slot)
-    return DeviceName("exp" if found["role"] == "e" else "vsys", slot, int(found["index"], 16))
-
-
-def parse_sliver_netns(node: str, name: str) -> int | None:
-    """The slot of namespace ``primo-<node>-<slot>``, or ``None`` when it is not one of this node's."""
-    return _slot_after(f"primo-{node}-", name)
-
-
-def parse_cgroup(node: str, name: str) -> int | None:
-    """The slot of cgroup ``primo/<node>-<slot>``, or ``None``."""
-    return _slot_after(f"primo/{node}-", name)
-
-
-def _slot_after(prefix: str, name: str) -> int | None:
-    rest = name[len(prefix):] if name.startswith(prefix) else ""
-    return int(rest) if rest.isdigit() else None
 
 
 def link_info(ipr: IPRoute, name: str) -> Any:

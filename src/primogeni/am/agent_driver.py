@@ -43,6 +43,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from primogeni.agent.names import exp_device
 from primogeni.agent.spec import EventSpec, IfaceSpec, LinkSpec, LoginSpec, SliverSpec, SpecError
 from primogeni.am.agent_rpc import BATCH_ITEM_S, RELEASE_ITEMS, AgentLacks, AgentTransport, AgentUnreachable, chunks
 from primogeni.am.driver import EventRefused, SliverPlan
@@ -562,7 +563,7 @@ class AgentDriver:
             counters = usage.pop("interfaces", None) or {}
             devices = answer.get("interfaces") or {}
             for k, name in enumerate(detail.get("interfaces", [])):
-                host_side = devices.get(f"primo{detail.get('slot', 0)}e{k:x}")
+                host_side = devices.get(exp_device(int(detail.get("slot", 0)), k))
                 if name not in counters and isinstance(host_side, dict):
                     # the node's end of the veth: what it received, the sliver sent
                     counters[name] = {"rx_bytes": host_side.get("tx_bytes", 0),
