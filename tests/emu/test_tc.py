@@ -44,8 +44,8 @@ def _listening(pid: int, port: int) -> bool:
         return False
 
 
-def _iperf_mbps(left: str, right: str, seconds: int) -> float:
-    """TCP throughput from ``left`` to ``right`` measured by iperf3, in Mbit/s."""
+def _iperf_mbps(left: str, right: str, seconds: int, omit: int = 0) -> float:
+    """TCP throughput from ``left`` to ``right`` measured by iperf3, in Mbit/s (the first ``omit`` s not counted)."""
     iperf = shutil.which("iperf3")
     if iperf is None:
         pytest.skip("iperf3 is not installed")
@@ -56,7 +56,7 @@ def _iperf_mbps(left: str, right: str, seconds: int) -> float:
         while not _listening(server.pid, 5301):
             assert server.poll() is None and time.monotonic() < deadline, "the iperf3 server did not start"
             time.sleep(0.01)
-        run = netns.run(left, [iperf, "-c", "10.77.0.2", "-p", "5301", "-t", str(seconds), "-J"],
+        run = netns.run(left, [iperf, "-c", "10.77.0.2", "-p", "5301", "-t", str(seconds), "-O", str(omit), "-J"],
                         capture_output=True, text=True, timeout=30)
         result = json.loads(run.stdout)
         assert run.returncode == 0 and "error" not in result, f"iperf3 failed: {run.stdout[-500:]}"
@@ -66,6 +66,23 @@ def _iperf_mbps(left: str, right: str, seconds: int) -> float:
         server.wait()
 
 
+def _assert_shaped(left: str, right: str, rate_mbps: float, qdisc: str) -> None:
+    """A TCP flow gets ``rate_mbps`` within 15 %, slow start left out.
+
+    A shaper can only ever slow a flow down, and a busy machine can only slow it further (a descheduled iperf3
+    sends nothing for a while), so a measurement above the band fails at once, one below it is taken again, up
+    to three times: a shaper that is too slow still fails every time.
+    """
+    seen = []
+    for _ in range(3):
+        measured = _iperf_mbps(left, right, 3, omit=1)
+        seen.append(round(measured, 1))
+        assert measured <= rate_mbps * 1.15, f"{measured:.1f} Mbit/s through a {rate_mbps:g} Mbit/s {qdisc}"
+        if measured >= rate_mbps * 0.85:
+            return
+    pytest.fail(f"{seen} Mbit/s through a {rate_mbps:g} Mbit/s {qdisc}")
+
+
 @pytest.mark.root
 def test_tbf_limits_a_tcp_flow_to_the_rate(netns_factory: Callable[..., str]) -> None:
     left, right = _pair(netns_factory)
@@ -73,8 +90,7 @@ def test_tbf_limits_a_tcp_flow_to_the_rate(netns_factory: Callable[..., str]) ->
         assert tc.rate_of(ipr, "primo-tx") is None
         tc.shape(ipr, "primo-tx", 20_000)
         assert tc.rate_of(ipr, "primo-tx") == 20_000
-    measured = _iperf_mbps(left, right, 2)
-    assert 20 * 0.85 <= measured <= 20 * 1.15, f"{measured:.1f} Mbit/s through a 20 Mbit/s tbf"
+    _assert_shaped(left, right, 20, "tbf")
     with netns.iproute(left) as ipr:
         tc.clear(ipr, "primo-tx")
         tc.clear(ipr, "primo-tx")
@@ -91,8 +107,7 @@ def test_htb_limits_a_tcp_flow_to_the_rate(netns_factory: Callable[..., str]) ->
         tc.shape(ipr, "primo-tx", 30_000)  # one root qdisc replaces the other
         assert tc.rate_of(ipr, "primo-tx") == 30_000
         tc.shape_htb(ipr, "primo-tx", 10_000)
-    measured = _iperf_mbps(left, right, 2)
-    assert 10 * 0.85 <= measured <= 10 * 1.15, f"{measured:.1f} Mbit/s through a 10 Mbit/s htb class"
+    _assert_shaped(left, right, 10, "htb class")
 
 
 @pytest.mark.root
