@@ -368,9 +368,25 @@ class PickyRealizer(FakeRealizer):
         super().ensure_sliver(spec)
 
 
-def test_provision_many_stores_all_then_realizes_and_answers_per_item(pki: Pki, tmp_path: Path) -> None:
+class BatchRealizer(PickyRealizer):
+    """Makes slivers in one ``try_slivers`` call (as ``Realizer`` does), answering per sliver."""
+
+    def try_slivers(self, specs: Sequence[SliverSpec]) -> dict[str, EmuError]:
+        self.calls.append(("try_slivers", [spec.urn for spec in specs]))
+        failed = {}
+        for spec in specs:
+            try:
+                self.ensure_sliver(spec)
+            except EmuError as exc:
+                failed[spec.urn] = exc
+        return failed
+
+
+@pytest.mark.parametrize("realizer_class", [PickyRealizer, BatchRealizer])
+def test_provision_many_stores_all_then_realizes_and_answers_per_item(pki: Pki, tmp_path: Path,
+                                                                      realizer_class: type) -> None:
     link = replace(LINK, members=((urn(1), "eth1"), (urn(2), "eth1")))
-    with started(pki, tmp_path / "s", PickyRealizer(urn(5)), kind="shared") as running:
+    with started(pki, tmp_path / "s", realizer_class(urn(5)), kind="shared") as running:
         answer = running.call("ProvisionMany", [sliver(1), sliver(2, slice_urn=SLICE2)], [link.to_dict()])
         assert code(answer) == 0, answer
         assert answer["value"] == {urn(1): "ready", urn(2): "ready", LINK.urn: "ready"}
@@ -378,6 +394,7 @@ def test_provision_many_stores_all_then_realizes_and_answers_per_item(pki: Pki, 
         assert running.service.store.get_link(LINK.urn) == link
         names = running.realizer.names()
         assert names.index("ensure_link") > max(i for i, n in enumerate(names) if n == "ensure_sliver")
+        assert ("try_slivers" in names) == (realizer_class is BatchRealizer)  # one batch when the realizer has it
         assert (running.service.config.state_dir / "vsys" / "2" / "setup-link.in").exists()
         # refused and failed items are reported with their reason; the others still go
         items = [sliver(3, slot=1, slice_urn="urn:publicid:IDN+primo:p1+slice+s3"),  # slot held

@@ -6,8 +6,11 @@ Import from any test folder with ``from tests.emu.fixtures import ...``.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
+import subprocess
 import time
 from contextlib import suppress
 
@@ -52,3 +55,36 @@ def kill_inside(name: str) -> None:
         victims = [pid for pid in victims if os.path.exists(f"/proc/{pid}")]
         if victims:
             time.sleep(0.01)
+
+
+def _listening(pid: int, port: int) -> bool:
+    """Whether process ``pid`` (or anyone in its namespace) listens on TCP ``port``: /proc/PID/net/tcp."""
+    try:
+        with open(f"/proc/{pid}/net/tcp") as table:
+            next(table)
+            return any(line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A" for line in table)
+    except OSError:
+        return False
+
+
+def iperf_mbps(client: str, server_ns: str, server_ip: str, seconds: int, omit: int = 0, port: int = 5301) -> float:
+    """TCP throughput from namespace ``client`` to ``server_ip`` in ``server_ns`` measured by iperf3, in
+    Mbit/s (the first ``omit`` seconds not counted); skips the test when iperf3 is not installed."""
+    iperf = shutil.which("iperf3")
+    if iperf is None:
+        pytest.skip("iperf3 is not installed")
+    server = netns.popen(server_ns, [iperf, "-s", "-1", "-B", server_ip, "-p", str(port)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not _listening(server.pid, port):
+            assert server.poll() is None and time.monotonic() < deadline, "the iperf3 server did not start"
+            time.sleep(0.01)
+        run = netns.run(client, [iperf, "-c", server_ip, "-p", str(port), "-t", str(seconds), "-O", str(omit), "-J"],
+                        capture_output=True, text=True, timeout=30)
+        result = json.loads(run.stdout)
+        assert run.returncode == 0 and "error" not in result, f"iperf3 failed: {run.stdout[-500:]}"
+        return float(result["end"]["sum_received"]["bits_per_second"]) / 1e6
+    finally:
+        server.kill()
+        server.wait()

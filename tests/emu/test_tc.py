@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-import json
-import shutil
-import subprocess
-import time
 from collections.abc import Callable
 
 import pytest
+from tests.emu.fixtures import iperf_mbps
 
 from primogeni.emu import links, netns, tc
 from primogeni.errors import EmuError
@@ -34,38 +31,6 @@ def _pair(netns_factory: Callable[..., str]) -> tuple[str, str]:
     return left, right
 
 
-def _listening(pid: int, port: int) -> bool:
-    """Whether process ``pid`` (or anyone in its namespace) listens on TCP ``port``: /proc/PID/net/tcp."""
-    try:
-        with open(f"/proc/{pid}/net/tcp") as table:
-            next(table)
-            return any(line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A" for line in table)
-    except OSError:
-        return False
-
-
-def _iperf_mbps(left: str, right: str, seconds: int, omit: int = 0) -> float:
-    """TCP throughput from ``left`` to ``right`` measured by iperf3, in Mbit/s (the first ``omit`` s not counted)."""
-    iperf = shutil.which("iperf3")
-    if iperf is None:
-        pytest.skip("iperf3 is not installed")
-    server = netns.popen(right, [iperf, "-s", "-1", "-B", "10.77.0.2", "-p", "5301"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while not _listening(server.pid, 5301):
-            assert server.poll() is None and time.monotonic() < deadline, "the iperf3 server did not start"
-            time.sleep(0.01)
-        run = netns.run(left, [iperf, "-c", "10.77.0.2", "-p", "5301", "-t", str(seconds), "-O", str(omit), "-J"],
-                        capture_output=True, text=True, timeout=30)
-        result = json.loads(run.stdout)
-        assert run.returncode == 0 and "error" not in result, f"iperf3 failed: {run.stdout[-500:]}"
-        return float(result["end"]["sum_received"]["bits_per_second"]) / 1e6
-    finally:
-        server.kill()
-        server.wait()
-
-
 def _assert_shaped(left: str, right: str, rate_mbps: float, qdisc: str) -> None:
     """A TCP flow gets ``rate_mbps`` within 15 %, slow start left out.
 
@@ -75,7 +40,7 @@ def _assert_shaped(left: str, right: str, rate_mbps: float, qdisc: str) -> None:
     """
     seen = []
     for _ in range(3):
-        measured = _iperf_mbps(left, right, 3, omit=1)
+        measured = iperf_mbps(left, right, "10.77.0.2", 3, omit=1)
         seen.append(round(measured, 1))
         assert measured <= rate_mbps * 1.15, f"{measured:.1f} Mbit/s through a {rate_mbps:g} Mbit/s {qdisc}"
         if measured >= rate_mbps * 0.85:
@@ -95,7 +60,7 @@ def test_tbf_limits_a_tcp_flow_to_the_rate(netns_factory: Callable[..., str]) ->
         tc.clear(ipr, "primo-tx")
         tc.clear(ipr, "primo-tx")
         assert tc.rate_of(ipr, "primo-tx") is None
-    assert _iperf_mbps(left, right, 1) > 40  # and without it the veth is far faster
+    assert iperf_mbps(left, right, "10.77.0.2", 1) > 40  # and without it the veth is far faster
 
 
 @pytest.mark.root

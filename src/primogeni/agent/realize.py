@@ -121,11 +121,20 @@ class Realizer(ProcRealizer):
             self._ensure_sliver(ipr, spec)
 
     def ensure_slivers(self, specs: Sequence[SliverSpec]) -> None:
-        """:meth:`ensure_sliver` for many slivers. Containers to be made are asked of the forker in
-        batches and plumbed here while it makes the next ones (two cores), and their NAT goes in one
-        transaction. Every sliver is tried; then an ``EmuError`` names how many failed (and the first)."""
+        """:meth:`ensure_sliver` for many slivers (see :meth:`try_slivers`). Every sliver is tried;
+        then an ``EmuError`` names how many failed (and the first)."""
+        failures = self.try_slivers(specs)
+        if failures:
+            first = next(iter(failures.values()))
+            raise EmuError(f"{len(failures)} of {len({spec.urn for spec in specs})} slivers failed; "
+                           f"the first: {first}") from first
+
+    def try_slivers(self, specs: Sequence[SliverSpec]) -> dict[str, EmuError]:
+        """:meth:`ensure_sliver` for many slivers; returns ``{urn: error}`` of those that failed.
+        Containers to be made are asked of the forker in batches and plumbed here while it makes the
+        next ones (two cores), and their NAT goes in one transaction."""
         wanted = list({spec.urn: spec for spec in specs}.values())
-        failures: list[EmuError] = []
+        failures: dict[str, EmuError] = {}
         with self._session() as ipr, contextlib.ExitStack() as held:
             for urn in sorted(spec.urn for spec in wanted):  # sorted: two batches never wait for each other
                 held.enter_context(self._locked(urn))
@@ -154,19 +163,17 @@ class Realizer(ProcRealizer):
                             raise
                         plumbed.append(spec)
                     except EmuError as exc:
-                        failures.append(exc)
+                        failures[spec.urn] = exc
             self._add_nat(ipr, plumbed, failures)
             for spec in wanted:
                 if spec.slot not in slots or self._slots.get(spec.urn) != spec.slot:
                     try:
                         self._ensure_sliver(ipr, spec)
                     except EmuError as exc:
-                        failures.append(exc)
-        if failures:
-            raise EmuError(f"{len(failures)} of {len(wanted)} slivers failed; the first: {failures[0]}") \
-                from failures[0]
+                        failures[spec.urn] = exc
+        return failures
 
-    def _add_nat(self, ipr: IPRoute, specs: list[SliverSpec], failures: list[EmuError]) -> None:
+    def _add_nat(self, ipr: IPRoute, specs: list[SliverSpec], failures: dict[str, EmuError]) -> None:
         """NAT of just-made slivers in one transaction; if refused, one by one (a refused sliver is removed)."""
         try:
             self.ctl.add_slivers([(spec.slot, *spec.ports) for spec in specs])
@@ -178,7 +185,7 @@ class Realizer(ProcRealizer):
                 self.ctl.add_sliver(spec.slot, *spec.ports)
             except EmuError as exc:
                 self._remove_slot(ipr, spec.slot, spec)
-                failures.append(exc)
+                failures[spec.urn] = exc
 
     def _container_spec(self, spec: SliverSpec) -> container.ContainerSpec:
         return container.ContainerSpec(
@@ -248,16 +255,19 @@ class Realizer(ProcRealizer):
             links.set_isolated(ipr, host)
             wanted = [self.store.get_link(iface.link) if iface.link else None for iface in spec.interfaces]
             for i, (iface, link) in enumerate(zip(spec.interfaces, wanted, strict=True)):
-                device, vni = rl.exp_device(slot, i), link.vni if link is not None else None
+                device = rl.exp_device(slot, i)
                 if fresh or not self._paired(ipr, sipr, device, iface.name, iface.mac, present):
                     if not fresh:
                         links.delete(ipr, device)
                         links.delete(sipr, iface.name)
+                    bridged = link is not None and not self.patched(link)
                     self._add_veth(ipr, device, iface.name, name, peer_mac=iface.mac, mtu=mtu,
-                                   master=self._bridge(ipr, vni) if vni is not None else None)
+                                   master=self._bridge(ipr, link.vni) if bridged and link is not None else None)
+                    if link is not None and not bridged:
+                        self._join(ipr, link, device, fresh=True)
                     made = True
                 else:
-                    self._attach(ipr, device, vni)
+                    self._join(ipr, link, device, fresh=False)
             if not fresh:
                 for i in range(len(spec.interfaces), rl.MAX_INTERFACES):
                     if present is None or rl.exp_device(slot, i) in present:
@@ -396,6 +406,11 @@ class Realizer(ProcRealizer):
         """``ready`` | ``stopped`` | ``failed`` for a sliver or link; ``None`` when the kernel has none of it."""
         with self._session() as ipr:
             link = self.store.get_link(urn)
+            if link is not None and self.patched(link):  # ready once both ends exist and are patched
+                ends = [rl.exp_device(sliver.slot, index) for sliver, index in self._members(link)]
+                if len(ends) == 2 and all(links.exists(ipr, end) for end in ends):
+                    return "ready" if rl.joined(ipr, ends[0], ends[1]) else "failed"
+                return "ready"
             if link is not None:
                 if not links.exists(ipr, rl.bridge_device(link.vni)):
                     return "failed"
@@ -530,7 +545,7 @@ class Realizer(ProcRealizer):
             for directory in ("containers", "vsys", "sshd", "commands", self.sshd_dir):
                 shutil.rmtree(self.state_dir / directory, ignore_errors=True)
             (self.state_dir / "uids.json").unlink(missing_ok=True)
-            for table in (self._slots, self._vnis, self._bridges, self._warnings, self._shaped):
+            for table in (self._slots, self._vnis, self._bridges, self._warnings, self._shaped, self._patches):
                 table.clear()
             self._uids = self._ctl_index = None
 

@@ -46,7 +46,7 @@ from primogeni.agent.reaper import RETIRED_GROUP, Reaper
 from primogeni.agent.spec import LinkSpec, SliverSpec
 from primogeni.agent.store import VsysLink
 from primogeni.emu import features as emu_features
-from primogeni.emu import links, netns, tc
+from primogeni.emu import links, netns, patch, tc
 from primogeni.emu import sys as esys
 from primogeni.emu.nat import ControlNet
 from primogeni.errors import EmuError, FeatureMissing
@@ -96,6 +96,12 @@ def del_address(ipr: IPRoute, name: str, iface: ipaddress.IPv4Interface) -> None
             raise EmuError(f"cannot remove address {iface}: {os.strerror(exc.code)}", name) from exc
 
 
+def joined(ipr: IPRoute, a: str, b: str) -> bool:
+    """Whether devices ``a`` and ``b`` are patched to each other (both redirects in place)."""
+    return (patch.redirect_of(ipr, a) == links.index(ipr, b) is not None
+            and patch.redirect_of(ipr, b) == links.index(ipr, a))
+
+
 def shape(ipr: IPRoute, device: str, kbps: int) -> None:
     """tbf at ``kbps`` on the device's egress; ``0`` removes any shaping there.
 
@@ -129,6 +135,7 @@ class LinkRealizer:
         self._bridges: dict[int, int] = {}  # vni -> ifindex of primob<vni>, as this process saw it
         self._vnis: dict[str, int] = {}  # link urn -> vni, of links this process made
         self._shaped: set[str] = set()  # link urns this process shaped
+        self._patches: dict[str, tuple[str, str]] = {}  # link urn -> the two devices this process patched
         self._mtu: int | None = None
         self.reaper = Reaper(f"/proc/self/fd/{self._node_fd}")
 
@@ -303,6 +310,47 @@ class LinkRealizer:
                          + ("this kernel has no netem" if not getattr(self.features, "netem", False)
                             else "the agent does not drive netem"))
         self._warnings[spec.urn] = notes
+        members = self._members(spec, notes)
+        if self.patched(spec):
+            made = self._ensure_patch(ipr, spec, members, thorough=thorough)
+        else:
+            made = self._ensure_bridged(ipr, spec, members, thorough=thorough)
+        if spec.capacity_kbps > 0 or thorough:
+            for sliver, index in members:
+                if links.exists(ipr, exp_device(sliver.slot, index)):
+                    self._shape_member(ipr, sliver, index, spec.capacity_kbps)
+        (self._shaped.add if spec.capacity_kbps > 0 else self._shaped.discard)(spec.urn)
+        return made
+
+    def patched(self, spec: LinkSpec, vsys_skip: tuple[str, str] | None = None) -> bool:
+        """Whether the link is a patch (two members here, no tunnel, no vsys link on its VNI) rather
+        than a bridge; ``vsys_skip``: a vsys link (sliver urn, label) being removed, left out."""
+        return not spec.remotes and len(spec.members) == 2 and self._vsys_remotes(spec.vni, vsys_skip) is None
+
+    def _ensure_patch(self, ipr: IPRoute, spec: LinkSpec, members: list[tuple[SliverSpec, int]], *,
+                      thorough: bool) -> bool:
+        """The two members' host-side veths redirect to each other (see :mod:`primogeni.emu.patch`); a
+        bridge or tunnel the link had goes. Returns whether the patch had to be made."""
+        if spec.vni in self._bridges or (thorough and links.exists(ipr, bridge_device(spec.vni))):
+            for sliver, index in members:
+                if links.exists(ipr, exp_device(sliver.slot, index)):
+                    links.set_master(ipr, exp_device(sliver.slot, index), None)
+            self._remove_bridge(ipr, spec.vni)
+        devices = [exp_device(sliver.slot, index) for sliver, index in members]
+        if len(devices) != 2 or not all(links.exists(ipr, device) for device in devices):
+            self._patches.pop(spec.urn, None)
+            return False  # a member is not made yet: ensure_sliver patches when it is
+        pair = (devices[0], devices[1])
+        if not thorough and self._patches.get(spec.urn) == pair:
+            return False
+        made = thorough and not joined(ipr, *pair)
+        patch.patch(ipr, *pair)
+        self._patches[spec.urn] = pair
+        return made or not thorough
+
+    def _ensure_bridged(self, ipr: IPRoute, spec: LinkSpec, members: list[tuple[SliverSpec, int]], *,
+                        thorough: bool) -> bool:
+        """Bridge ``primob<vni>`` with the members and the tunnel. Returns whether the bridge had to be made."""
         with self._node_lock:
             made = spec.vni not in self._bridges and links.index(ipr, bridge_device(spec.vni)) is None
             self._bridge(ipr, spec.vni)
@@ -314,19 +362,33 @@ class LinkRealizer:
                 with self._node_lock:
                     for name in tunnels:
                         links.delete(ipr, name)
-        shaping = spec.capacity_kbps > 0 or thorough
-        for sliver, index in self._members(spec, notes):
+        unpatch = thorough or spec.urn in self._patches
+        self._patches.pop(spec.urn, None)
+        for sliver, index in members:
             device = exp_device(sliver.slot, index)
+            if unpatch:
+                patch.unpatch(ipr, device)
             try:
                 self._attach(ipr, device, spec.vni)
             except EmuError:
                 if links.exists(ipr, device):
                     raise
                 continue  # the sliver is not made yet: ensure_sliver attaches it
-            if shaping:
-                self._shape_member(ipr, sliver, index, spec.capacity_kbps)
-        (self._shaped.add if spec.capacity_kbps > 0 else self._shaped.discard)(spec.urn)
         return made
+
+    def _join(self, ipr: IPRoute, link: LinkSpec | None, device: str, *, fresh: bool) -> None:
+        """Put a member's host-side veth ``device`` (just made when ``fresh``) on its link: patched to
+        the other member once that exists, or on the link's bridge; ``None``: on no link."""
+        if link is not None and self.patched(link):
+            if fresh:  # the other member's redirect pointed at the device this one replaces
+                self._patches.pop(link.urn, None)
+            else:
+                links.set_master(ipr, device, None)
+            self._ensure_patch(ipr, link, self._members(link), thorough=False)
+            return
+        if link is not None and not fresh and link.urn in self._patches:
+            patch.unpatch(ipr, device)
+        self._attach(ipr, device, link.vni if link is not None else None)
 
     def _members(self, spec: LinkSpec, missing: list[str] | None = None) -> list[tuple[SliverSpec, int]]:
         """``(sliver spec, interface index)`` of the link's members the store holds (others noted in ``missing``)."""
@@ -372,6 +434,8 @@ class LinkRealizer:
                         for sliver, index in self._members(spec):
                             if links.exists(ipr, exp_device(sliver.slot, index)):
                                 self._shape_member(ipr, sliver, index, 0)
+                    for device in self._patches.pop(urn, ()):
+                        patch.unpatch(ipr, device)
                     if vni in held:  # shared with a link or vsys link that stays
                         self._release_vni(ipr, vni, link=urn, gone=gone)
                     else:
@@ -426,6 +490,9 @@ class LinkRealizer:
                 return
             with netns.iproute(sliver_netns(self.node, spec.slot)) as sipr:
                 self._vsys_add(ipr, sipr, spec, label, remote, key, existing)
+            for link in self.store.links().values():  # a patched link on this key becomes a bridge
+                if link.vni == key and link.urn in self._patches:
+                    self._ensure_bridged(ipr, link, self._members(link), thorough=True)
 
     def _vsys_devices(self, ipr: IPRoute, slot: int, present: set[str] | None) -> dict[str, str]:
         """``{label: host device}`` of the sliver's vsys veths (a device without a label: ``"\\0" + name``)."""
@@ -477,9 +544,12 @@ class LinkRealizer:
             link = next((v for v in self.store.vsys_links(sliver_urn) if v.label == label), None)
             if link is not None:
                 self._release_vni(ipr, link.key, vsys=(sliver_urn, label))
+                for other in self.store.links().values():  # back to a patch when it can be one again
+                    if other.vni == link.key and self.patched(other, (sliver_urn, label)):
+                        self._ensure_patch(ipr, other, self._members(other), thorough=True)
 
 
 __all__ = ["MAX_INTERFACES", "REMOVE_WAIT_S", "RETIRED_GROUP", "VXLAN_OVERHEAD", "VXLAN_PORT", "DeviceName",
            "LinkRealizer", "Reaper", "SpecStore", "bridge_device", "cgroup_name", "ctl_device", "del_address",
-           "exp_device", "gretap_device", "link_info", "parse_cgroup", "parse_device", "parse_sliver_netns",
+           "exp_device", "gretap_device", "joined", "link_info", "parse_cgroup", "parse_device", "parse_sliver_netns",
            "set_alias", "shape", "sliver_netns", "stable_mac", "vsys_device", "vsys_dir", "vxlan_device"]

@@ -68,7 +68,8 @@ class RealizerApi(Protocol):
     def remove_sliver(self, urn: str) -> None: ...
     def ensure_link(self, spec: LinkSpec) -> None: ...
     def remove_link(self, urn: str) -> None: ...
-    # Optional (``agent.realize.Realizer`` has them): removal of many at once; one by one without them.
+    # Optional (``agent.realize.Realizer`` has them): many at once; one by one without them.
+    # def try_slivers(self, specs: Sequence[SliverSpec]) -> dict[str, EmuError]  (urn -> why it failed)
     # def remove_slivers(self, urns: Sequence[str]) -> None
     # def remove_links(self, urns: Sequence[str]) -> None
     def set_link_state(self, urn: str, up: bool) -> None: ...
@@ -447,9 +448,15 @@ class AgentService:
                     answer[link.urn] = _failure("ProvisionMany", link.urn, exc)
                 else:
                     stored_links.append(link)
+            batch: Callable[[Sequence[SliverSpec]], dict[str, EmuError]] | None = getattr(
+                self.realizer, "try_slivers", None)
+            failed: dict[str, EmuError] = batch(stored) if batch is not None and stored else {}
             for spec in stored:
                 try:
-                    self.realizer.ensure_sliver(spec)
+                    if spec.urn in failed:
+                        raise failed[spec.urn]
+                    if batch is None:
+                        self.realizer.ensure_sliver(spec)
                     self.vsys.add_sliver(spec, vsys_dir(self.config.state_dir, spec.slot))
                     answer[spec.urn] = self._state(spec.urn)
                 except (EmuError, StoreError, OSError) as exc:  # stays stored: reconcile or the AM retries

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import itertools
 import os
-import select
 import socket
 import struct
 from collections.abc import Callable, Iterable
@@ -33,6 +31,13 @@ from pyroute2 import IPRoute  # type: ignore[import-untyped, unused-ignore]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped, unused-ignore]
 
 from primogeni.emu import sys as esys
+from primogeni.emu.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLMSG
+from primogeni.emu.netlink import nla as _nla
+from primogeni.emu.netlink import nla_ip4 as _nla_ip4
+from primogeni.emu.netlink import nla_mac as _nla_mac
+from primogeni.emu.netlink import nla_str as _nla_str
+from primogeni.emu.netlink import nla_u32 as _nla_u32
+from primogeni.emu.netlink import talk as _talk
 from primogeni.errors import EmuError, FeatureMissing
 
 IFF_UP = 0x1
@@ -55,9 +60,6 @@ class Counters:
 
 # -- raw rtnetlink -------------------------------------------------------------------------------
 
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO = 0x1, 0x4, 0x8
-NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
-NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 18, 20, 24
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 10, 18, 28
 IFLA_GROUP = 27
@@ -70,86 +72,19 @@ IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_GATEWAY = 1, 5
 RT_TABLE_MAIN, RTPROT_BOOT, RTN_UNICAST = 254, 3, 1
 
-_NLMSG = struct.Struct("=IHHII")
 _IFINFO = struct.Struct("=BxHiII")
 _IFADDR = struct.Struct("=BBBBI")
 _RTMSG = struct.Struct("=BBBBBBBBI")
-_seq = itertools.count(1 << 20)
-_REPLY_TIMEOUT_MS = 10_000
-
-
-def _nla(kind: int, payload: bytes) -> bytes:
-    length = 4 + len(payload)
-    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
-
-
-def _nla_str(kind: int, text: str) -> bytes:
-    return _nla(kind, text.encode() + b"\0")
-
-
-def _nla_u32(kind: int, value: int) -> bytes:
-    return _nla(kind, struct.pack("=I", value))
-
-
-def _nla_mac(kind: int, mac: str) -> bytes:
-    raw = bytes.fromhex(mac.replace(":", "").replace("-", ""))
-    if len(raw) != 6:
-        raise EmuError(f"{mac!r} is not a MAC address")
-    return _nla(kind, raw)
-
-
-def _nla_ip4(kind: int, address: str | ipaddress.IPv4Address) -> bytes:
-    return _nla(kind, ipaddress.IPv4Address(address).packed)
 
 
 def _ifinfo(index: int = 0, flags: int = 0, change: int = 0) -> bytes:
     return _IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, change)
 
 
-def _talk(ipr: IPRoute, msg_type: int, flags: int, body: bytes) -> bytes | None:
-    """Send one request on ``ipr``'s socket; its data reply (an echo, a ``get`` answer) or ``None``.
-
-    Raises pyroute2's ``NetlinkError`` with the kernel's errno, like pyroute2 itself does.
-    """
-    fd = ipr.fileno()
-    seq = next(_seq)
-    os.write(fd, _NLMSG.pack(_NLMSG.size + len(body), msg_type, flags | NLM_F_REQUEST, seq, 0) + body)
-    wants_ack = bool(flags & NLM_F_ACK)
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    reply: bytes | None = None
-    while True:
-        if not poller.poll(_REPLY_TIMEOUT_MS):
-            raise NetlinkError(errno.ETIMEDOUT, "no answer from the kernel")
-        try:
-            data = os.read(fd, 1 << 17)
-        except BlockingIOError:
-            continue
-        offset = 0
-        while offset + _NLMSG.size <= len(data):
-            length, mtype, _, mseq, _ = _NLMSG.unpack_from(data, offset)
-            if length < _NLMSG.size:
-                break
-            message = data[offset:offset + length]
-            offset += (length + 3) & ~3
-            if mseq != seq:  # a stale answer to an abandoned request
-                continue
-            if mtype == NLMSG_ERROR:
-                code = -struct.unpack_from("=i", message, _NLMSG.size)[0]
-                if code:
-                    raise NetlinkError(code)
-                return reply
-            if mtype == NLMSG_DONE:
-                return reply
-            reply = message
-            if not wants_ack:
-                return reply
-
-
 def _reply_index(message: bytes | None) -> int | None:
-    if message is None or len(message) < _NLMSG.size + _IFINFO.size:
+    if message is None or len(message) < NLMSG.size + _IFINFO.size:
         return None
-    return int(_IFINFO.unpack_from(message, _NLMSG.size)[2])
+    return int(_IFINFO.unpack_from(message, NLMSG.size)[2])
 
 
 def _name_attrs(name: Device) -> tuple[int, bytes]:
