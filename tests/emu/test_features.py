@@ -60,6 +60,10 @@ def test_detection_matches_the_kernel(netns_factory: Callable[..., str]) -> None
         except FeatureMissing:
             vxlan = False
     assert (found.gretap, found.vxlan) == (gretap, vxlan)
+    filtered = netns.run(ns, ["tc", "qdisc", "add", "dev", "lo", "ingress"], capture_output=True).returncode == 0 \
+        and netns.run(ns, ["tc", "filter", "add", "dev", "lo", "parent", "ffff:", "u32", "match", "u32", "0", "0",
+                           "action", "mirred", "egress", "redirect", "dev", "lo"], capture_output=True).returncode == 0
+    assert found.redirect == filtered  # iproute2's tc agrees that a patch can be made
     nft = shutil.which("nft")
     if nft is not None:
         made = netns.run(ns, [nft, "add table inet primo_f"], capture_output=True)

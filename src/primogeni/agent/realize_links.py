@@ -325,7 +325,8 @@ class LinkRealizer:
     def patched(self, spec: LinkSpec, vsys_skip: tuple[str, str] | None = None) -> bool:
         """Whether the link is a patch (two members here, no tunnel, no vsys link on its VNI) rather
         than a bridge; ``vsys_skip``: a vsys link (sliver urn, label) being removed, left out."""
-        return not spec.remotes and len(spec.members) == 2 and self._vsys_remotes(spec.vni, vsys_skip) is None
+        return (not spec.remotes and len(spec.members) == 2 and getattr(self.features, "redirect", True)
+                and self._vsys_remotes(spec.vni, vsys_skip) is None)
 
     def _ensure_patch(self, ipr: IPRoute, spec: LinkSpec, members: list[tuple[SliverSpec, int]], *,
                       thorough: bool) -> bool:

@@ -1,11 +1,12 @@
 """What this machine can do for the substrate, found by trying it rather than by reading version numbers.
 
 :func:`detect` makes a scratch namespace ``primo-probe-<pid>``, creates in it one device of each
-kind (veth, VXLAN, gretap), one root qdisc of each kind (tbf, htb, netem, fq_codel) and an
-nftables table, removes the namespace, and looks for the programs the substrate runs
-(``shutil.which``) and the cgroup layout (:meth:`primogeni.emu.cgroups.Cgroups.detect`). The
-result is cached per process. :meth:`Features.missing` and :meth:`Features.describe` say what is
-unavailable and what that means for experiments. Probing needs root (it makes a namespace).
+kind (veth, VXLAN, gretap), one root qdisc of each kind (tbf, htb, netem, fq_codel), a patch
+(ingress redirects, :mod:`primogeni.emu.patch`) and an nftables table, removes the namespace, and
+looks for the programs the substrate runs (``shutil.which``) and the cgroup layout
+(:meth:`primogeni.emu.cgroups.Cgroups.detect`). The result is cached per process.
+:meth:`Features.missing` and :meth:`Features.describe` say what is unavailable and what that means
+for experiments. Probing needs root (it makes a namespace).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from pyroute2 import IPRoute  # type: ignore[import-untyped, unused-ignore]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped, unused-ignore]
 
-from primogeni.emu import links, netns
+from primogeni.emu import links, netns, patch
 from primogeni.emu.cgroups import Cgroups
 from primogeni.emu.nft import Nft
 from primogeni.errors import EmuError
@@ -39,6 +40,7 @@ CONSEQUENCES = {
     "sshd": "slivers have no SSH server (logins through the sliver's port do not work)",
     "iperf3": "throughput checks with iperf3 cannot run",
     "nsenter": "`primo exec` cannot enter slivers",
+    "redirect": "two-sliver links on one node are bridges (slower to delete) instead of patches",
 }
 PROGRAMS = {"sshd": ("sshd", "/usr/sbin/sshd"), "iperf3": ("iperf3",), "nsenter": ("nsenter",)}
 # root qdiscs to try, with the parameters each needs (rate in bytes/s, latency in µs)
@@ -65,6 +67,7 @@ class Features:
     sshd: str | None
     iperf3: str | None
     nsenter: str | None
+    redirect: bool = True  # tc ingress qdisc + u32 + mirred: two-member links as patches
 
     def missing(self) -> list[str]:
         """Names of the features this machine lacks, in field order."""
@@ -115,13 +118,15 @@ def _probe() -> Features:
             }
             for kind, params in QDISCS.items():
                 kernel[kind] = _can_qdisc(ipr, "primo-probe0", kind, params)
+            kernel["redirect"] = _can_create(ipr, patch.patch, "primo-probe0", "primo-probe1")
         kernel["nftables"] = _has_nftables(name)
     finally:
         netns.remove(name)
     return Features(vxlan=kernel["vxlan"], gretap=kernel["gretap"], tbf=kernel["tbf"], htb=kernel["htb"],
                     netem=kernel["netem"], fq_codel=kernel["fq_codel"], nftables=kernel["nftables"],
                     cgroup_version=_cgroup_version(), sshd=_which(*PROGRAMS["sshd"]),
-                    iperf3=_which(*PROGRAMS["iperf3"]), nsenter=_which(*PROGRAMS["nsenter"]))
+                    iperf3=_which(*PROGRAMS["iperf3"]), nsenter=_which(*PROGRAMS["nsenter"]),
+                    redirect=kernel["redirect"])
 
 
 def _can_create(ipr: IPRoute, make: Any, *args: Any, **kwargs: Any) -> bool:
