@@ -1,17 +1,21 @@
 """Substrate scale: create and delete N slivers (one link each) on one physical node and on four.
 
     .venv/bin/python bench/substrate_scale.py [10 100 500] [--nodes 1 4] [--shapes lan chain]
-        [--via direct agent] [--no-mininet] [--mininet-timeout 900]
+        [--via direct agent] [--placement blocks round-robin] [--no-mininet] [--mininet-timeout 900]
 
 Shapes (the same for us and for Mininet):
 
 * **lan**: N slivers on one LAN (one link with N members). Ours: one bridge ``primob<vni>`` with the N
   slivers' veths (on four nodes: one bridge per node plus a VXLAN device flooding to the other three).
   Mininet: one switch (a Linux bridge) with N hosts.
-* **chain**: N slivers, link i joining sliver i and i+1 (N-1 two-member links). Ours: N-1 bridges,
-  2(N-1) experimental veths. Mininet, matched exactly: N hosts and N-1 switches (Linux bridges),
-  switch i linked to host i and host i+1. On four nodes the slivers are dealt round-robin, so every
-  link spans two nodes and rides its own VXLAN id.
+* **chain**: N slivers, link i joining sliver i and i+1 (N-1 two-member links). Ours: N-1 patches
+  (two host-side veths redirecting to each other, no bridge; see ``primogeni.emu.patch``), 2(N-1)
+  experimental veths. Mininet, matched exactly: N hosts and N-1 switches (Linux bridges), switch i
+  linked to host i and host i+1.
+
+On four nodes the slivers are placed either in **blocks** (sliver i on node i·4 // N: what a
+topology-aware mapping does; a chain crosses nodes 3 times) or **round-robin** (sliver i on node
+i mod 4: every chain link spans two nodes and becomes a bridge plus a VXLAN device on each side).
 
 Each of our slivers is a whole container (network, mount, UTS, IPC and PID namespaces, a cgroup,
 ``/etc/hosts``, private ``/tmp``), plus a control veth with an address, a default route and NAT of its
@@ -23,9 +27,10 @@ port range (Mininet hosts have only a network namespace and a shell). Two ways t
   every device of theirs: the delete time is until the kernel objects are gone, and the time at
   which the removal calls returned is printed beside it);
 * ``agent``: the embedded substrate (``primo agent`` per node) driven over XML-RPC with mutual TLS as
-  the AM does it: all ``ProvisionSliver`` first, then ``ProvisionLink``, then ``Release`` of links and
-  slivers, one client thread per node (its delete time is until the last ``Release`` returned: the
-  kernel may still be freeing namespaces and deleting bridges in the background then).
+  the AM does it: one ``ProvisionMany`` per node with its slivers and links, then one ``ReleaseMany``
+  per node with its links and slivers, one client thread per node (its delete time is until the last
+  ``ReleaseMany`` returned: the kernel may still be freeing namespaces and deleting bridges in the
+  background then).
 
 Create and delete times are wall seconds for the whole topology; memory is the machine's
 ``MemTotal - MemAvailable`` after creation minus before (other work on the machine shows up in it).
@@ -122,9 +127,14 @@ def token(k: int = 4) -> str:
 # -- the topology as specs -----------------------------------------------------------------------
 
 
-def specs(n: int, shape: str, layout: Layout) -> dict[str, tuple[list[SliverSpec], list[LinkSpec]]]:
+def specs(n: int, shape: str, layout: Layout, placement: str = "blocks"
+          ) -> dict[str, tuple[list[SliverSpec], list[LinkSpec]]]:
     """Per node name: its slivers and its view of each link (local members, remote nodes)."""
-    place = {i: layout.nodes[i % len(layout.nodes)] for i in range(n)}  # round-robin
+    count = len(layout.nodes)
+    if placement == "round-robin":
+        place = {i: layout.nodes[i % count] for i in range(n)}
+    else:
+        place = {i: layout.nodes[i * count // n] for i in range(n)}
     if shape == "lan":
         link_members = {0: list(range(n))}
     else:
@@ -195,8 +205,8 @@ class NodeWorker:
             self._pool.shutdown()
 
 
-def run_direct(n: int, shape: str, layout: Layout, work: Path) -> dict[str, float]:
-    per_node = specs(n, shape, layout)
+def run_direct(n: int, shape: str, layout: Layout, work: Path, placement: str) -> dict[str, float]:
+    per_node = specs(n, shape, layout, placement)
     workers: dict[str, NodeWorker] = {}
     returned: list[float] = []  # when each node's removal calls returned (before the kernel finished)
     try:
@@ -245,11 +255,11 @@ def run_direct(n: int, shape: str, layout: Layout, work: Path) -> dict[str, floa
 # -- ours: agents over RPC ------------------------------------------------------------------------
 
 
-def run_agents(n: int, shape: str, layout: Layout, home: Path) -> dict[str, float]:
+def run_agents(n: int, shape: str, layout: Layout, home: Path, placement: str) -> dict[str, float]:
     from primogeni.geni.cert import TrustStore
     from primogeni.rpc import client
 
-    per_node = specs(n, shape, layout)
+    per_node = specs(n, shape, layout, placement)
     trust = TrustStore.from_dir(home / "trusted_roots")
     local = threading.local()
 
@@ -260,24 +270,23 @@ def run_agents(n: int, shape: str, layout: Layout, home: Path) -> dict[str, floa
                                  cert=home / "am" / "am.pem", key=home / "am" / "am.key", trust=trust, timeout=600)
         return local.proxy
 
-    def call(node: Node, method: str, arg: Any) -> None:
-        answer = getattr(proxy(node), method)(arg)
+    def call(node: Node, method: str, *args: Any) -> None:
+        answer = getattr(proxy(node), method)(*args)
         if answer["code"]["geni_code"] != 0:
             raise RuntimeError(f"{node.name} {method}: {answer['output']}")
+        failed = {urn: state for urn, state in answer["value"].items() if state not in ("ready", "released")}
+        if failed:
+            raise RuntimeError(f"{node.name} {method}: {len(failed)} failed, e.g. {next(iter(failed.items()))}")
 
     nodes = {node.name: node for node in layout.nodes}
 
     def create(name: str) -> None:
         slivers, link_specs = per_node[name]
-        for s in slivers:
-            call(nodes[name], "ProvisionSliver", s.to_dict())
-        for link in link_specs:
-            call(nodes[name], "ProvisionLink", link.to_dict())
+        call(nodes[name], "ProvisionMany", [s.to_dict() for s in slivers], [link.to_dict() for link in link_specs])
 
     def delete(name: str) -> None:
         slivers, link_specs = per_node[name]
-        for urn in [link.urn for link in link_specs] + [s.urn for s in slivers]:
-            call(nodes[name], "Release", urn)
+        call(nodes[name], "ReleaseMany", [link.urn for link in link_specs] + [s.urn for s in slivers])
 
     return _timed(layout, create, delete)
 
@@ -295,7 +304,7 @@ def _timed(layout: Layout, create: Callable[[str], None], delete: Callable[[str]
     return {"create_s": t1 - t0, "delete_s": t2 - t1, "mem_mb": m1 - m0, "t1": t1}
 
 
-def ours(n: int, shape: str, nodes: int, via: str) -> dict[str, float]:
+def ours(n: int, shape: str, nodes: int, via: str, placement: str = "blocks") -> dict[str, float]:
     tag = token()
     underlay = _free_underlay()
     layout = plan(nodes, underlay, ("cluster",), capacity=max(n, 8), tag=tag, node_prefix=f"b{tag}")
@@ -303,14 +312,14 @@ def ours(n: int, shape: str, nodes: int, via: str) -> dict[str, float]:
     try:
         if via == "direct":
             embedded.make_network(layout)
-            return run_direct(n, shape, layout, work)
+            return run_direct(n, shape, layout, work, placement)
         from primogeni.ch.authority import init_authority
 
         init_authority(work / "home", "primo", first_member=None)
         sub = Substrate(work / "home")
         try:
             sub.up(layout, wait=60)
-            result = run_agents(n, shape, layout, work / "home")
+            result = run_agents(n, shape, layout, work / "home", placement)
             result.pop("t1")
             return result
         finally:
@@ -384,8 +393,8 @@ def _kill_mininet_hosts(tag: str) -> None:
 
 def row(label: str, n: int, r: dict[str, Any]) -> str:
     if "error" in r:
-        return f"  {label:22} {r['error']}"
-    return (f"  {label:22} create {r['create_s']:8.2f} s ({r['create_s'] / n * 1e3:7.2f} ms/sliver)   "
+        return f"  {label:34} {r['error']}"
+    return (f"  {label:34} create {r['create_s']:8.2f} s ({r['create_s'] / n * 1e3:7.2f} ms/sliver)   "
             f"delete {r['delete_s']:7.2f} s ({r['delete_s'] / n * 1e3:6.2f} ms/sliver)   "
             f"memory {r['mem_mb']:8.1f} MB ({r['mem_mb'] / n:5.2f} MB/sliver)"
             + (f"   (removal calls returned after {r['returned_s']:.2f} s)" if "returned_s" in r else ""))
@@ -397,6 +406,8 @@ def main() -> None:
     parser.add_argument("--nodes", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--shapes", nargs="+", choices=["lan", "chain"], default=["lan", "chain"])
     parser.add_argument("--via", nargs="+", choices=["direct", "agent"], default=["direct", "agent"])
+    parser.add_argument("--placement", nargs="+", choices=["blocks", "round-robin"], default=["blocks"],
+                        help="how slivers are spread over several nodes (default: blocks)")
     parser.add_argument("--no-mininet", action="store_true")
     parser.add_argument("--mininet-timeout", type=float, default=900.0)
     args = parser.parse_args()
@@ -411,12 +422,14 @@ def main() -> None:
             results: dict[str, dict[str, Any]] = {}
             for nodes in args.nodes:
                 for via in args.via:
-                    label = f"ours {via}, {nodes} node{'s' if nodes > 1 else ''}"
-                    try:
-                        results[label] = ours(n, shape, nodes, via)
-                    except Exception as exc:  # a bench reports a failed case and goes on
-                        results[label] = {"error": f"{type(exc).__name__}: {exc}"}
-                    print(row(label, n, results[label]), flush=True)
+                    for placement in args.placement if nodes > 1 else ["blocks"]:
+                        label = f"ours {via}, {nodes} node{'s' if nodes > 1 else ''}" + (
+                            f" {placement}" if nodes > 1 else "")
+                        try:
+                            results[label] = ours(n, shape, nodes, via, placement)
+                        except Exception as exc:  # a bench reports a failed case and goes on
+                            results[label] = {"error": f"{type(exc).__name__}: {exc}"}
+                        print(row(label, n, results[label]), flush=True)
             if with_mininet:
                 results["mininet"] = mininet(n, shape, args.mininet_timeout)
                 print(row("Mininet (LinuxBridge)", n, results["mininet"]), flush=True)
