@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.agent.service_support import NOW, YEAR, Files, Pki, Running, started
 from tests.emu.fixtures import ROOT_REASON, _skip_root_tests_unless_root, kill_inside
 
 from primogeni.agent.realize import Realizer
@@ -36,6 +37,8 @@ from primogeni.agent.store import Store
 from primogeni.emu import container, links, netns
 from primogeni.emu import sys as esys
 from primogeni.errors import EmuError
+from primogeni.geni.cert import Identity, TrustStore, create_root, issue
+from primogeni.geni.urn import Urn
 
 __all__ = ["Node", "_skip_root_tests_unless_root", "kill_inside", "nodes", "ping"]
 
@@ -136,3 +139,30 @@ def nodes() -> Iterator[Callable[[int], list[Node]]]:
                 group.remove()
         shutil.rmtree(top, ignore_errors=True)
         assert not failures, failures
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    directory = tmp_path_factory.mktemp("pki")
+    root = create_root(Urn.parse("urn:publicid:IDN+primo+authority+root"), now=NOW)
+
+    def mint(urn: str, issuer: Identity = root, ca: bool = True) -> Identity:
+        # Servers' certificates name 127.0.0.1, where the tests reach them.
+        return issue(issuer, Urn.parse(urn), now=NOW, lifetime=YEAR, ca=ca, dns_names=("localhost",),
+                     ip_addresses=("127.0.0.1",))
+
+    user = mint("urn:publicid:IDN+primo+user+alice", issuer=mint("urn:publicid:IDN+primo+authority+ma"), ca=False)
+    trust_dir = directory / "trusted_roots"
+    trust_dir.mkdir()
+    (trust_dir / "root.pem").write_text(root.gid.pem())
+    return Pki(trust_dir, TrustStore.from_dir(trust_dir),
+               Files.save(mint("urn:publicid:IDN+primo+node+pc1", ca=False), directory, "agent"),
+               Files.save(mint("urn:publicid:IDN+primo+authority+cm"), directory, "am"),
+               Files.save(mint("urn:publicid:IDN+primo:other+authority+cm"), directory, "other_cm"),
+               Files.save(user, directory, "alice"))
+
+
+@pytest.fixture
+def agent(pki: Pki, tmp_path: Path) -> Iterator[Running]:
+    with started(pki, tmp_path / "state") as running:
+        yield running
