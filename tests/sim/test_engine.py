@@ -55,3 +55,14 @@ def test_two_engines_are_independent():
     b.schedule(2, out.append, "b")
     a.run()
     assert out == ["a"] and b.now == 0 and a.now == 1
+
+
+def test_stop_ends_run_after_the_current_event_and_the_next_run_goes_on():
+    eng = Engine()
+    seen = []
+    eng.schedule(5, lambda _: (seen.append(5), eng.stop()))
+    eng.schedule(10, seen.append, 10)
+    eng.run(until=20)
+    assert seen == [5] and eng.now == 5 and eng.pending == 1
+    eng.run(until=20)
+    assert seen == [5, 10] and eng.now == 20

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,20 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         return parse_duration(value)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
+
+
+def _ratio(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """``--realtime RATIO``: a finite number > 0 (simulated seconds per wall second)."""
+    if value is None:
+        return None
+    try:
+        ratio = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number (simulated seconds per wall second, "
+                                 "e.g. 1 for real time, 0.5 for half speed)") from None
+    if not math.isfinite(ratio) or ratio <= 0:
+        raise click.BadParameter(f"{value!r}: the ratio must be a finite number > 0 (1 = real time)")
+    return ratio
 
 
 def _params(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -93,6 +113,45 @@ def _link_table(summary: dict[str, Any], limit: int) -> Table:
     return t
 
 
+def _lag_table(rt: dict[str, Any]) -> Table:
+    t = Table(title=f"Real time (ratio {rt['ratio']:g}: simulated s per wall s)")
+    for col in ("events", "lag p50", "lag p99", "lag max", "lag mean", "behind", "time behind", "kept up"):
+        t.add_column(col, justify="right")
+    lag = rt["lag_s"]
+    t.add_row(
+        f"{rt['events']:,}", _si(lag["p50"], "s"), _si(lag["p99"], "s"), _si(lag["max"], "s"),
+        _si(lag["mean"], "s"), f"{rt['behind_episodes']}×", _si(rt["behind_s"], "s"),
+        "yes" if rt["kept_up"] else "[bold red]NO[/]",
+    )
+    hist = "  ".join(f"{k} {v:,}" for k, v in rt["lag_histogram"].items())
+    t.caption = f"lag histogram (events): {hist}"
+    return t
+
+
+@contextmanager
+def _realtime_console(console: Console, stop: Callable[[], None]) -> Iterator[None]:
+    """During a real-time run: the loop's warnings on the console, Ctrl-C ends the run early."""
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("primogeni.sim.realtime")
+    handler = RichHandler(console=console, show_path=False, level=logging.WARNING)
+    logger.addHandler(handler)
+    old_level = logger.level
+    if logger.getEffectiveLevel() > logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.getsignal(signal.SIGINT) if main_thread else None
+    if main_thread:
+        signal.signal(signal.SIGINT, lambda *_: stop())
+    try:
+        yield
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, old)
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--duration", "-d", default="10s", callback=_duration, help="Simulated time, e.g. 10s, 500ms.")
@@ -103,9 +162,17 @@ def _link_table(summary: dict[str, Any], limit: int) -> Table:
 @click.option("--param", "-p", multiple=True, help="key=value passed to a Python model's model().")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of tables.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--realtime", "-r", "realtime", default=None, callback=_ratio, metavar="RATIO",
+              help="Pace the run to the wall clock: simulated seconds per wall second (1 = real time, "
+              "0.5 = half speed, 2 = twice as fast). Ctrl-C ends it early, with results.")
+@click.option("--behind-threshold", default="1ms", callback=_duration, show_default=True,
+              help="Real time: an event this late or later counts as falling behind.")
 def sim(model: str, duration: int, seed: int, out: str | None, interval: int, capture: tuple[str, ...],
-        param: tuple[str, ...], as_json: bool, quiet: bool) -> None:
-    """Run MODEL (a .py or .dml file) in the simulator and report what happened."""
+        param: tuple[str, ...], as_json: bool, quiet: bool, realtime: float | None, behind_threshold: int) -> None:
+    """Run MODEL (a .py or .dml file) in the simulator and report what happened.
+
+    With --realtime, simulated time follows the wall clock; the lag of late events is reported
+    and a run that fell behind says so."""
     from primogeni.sim.loader import load_model
     from primogeni.sim.simulation import Simulation
 
@@ -117,16 +184,24 @@ def sim(model: str, duration: int, seed: int, out: str | None, interval: int, ca
     except PrimoError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    if behind_threshold <= 0:
+        raise click.BadParameter("must be > 0, e.g. 1ms", param_hint="--behind-threshold")
+    if realtime is not None:
+        simulation.realtime.behind_threshold = behind_threshold
     t0 = time.perf_counter()
-    if quiet or (not console.is_terminal and as_json):
-        results = simulation.run(duration)
-    else:
-        with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.fields[t]}"),
-                      TimeElapsedColumn(), console=console, transient=False) as prog:
-            task = prog.add_task("sim", total=duration, t="")
-            results = simulation.run(
-                duration, lambda now: prog.update(task, completed=now, t=f"{now / 1e9:.2f}/{duration / 1e9:g} s")
-            )
+    with _realtime_console(console, simulation.realtime.stop) if realtime is not None else _nothing():
+        if quiet or (not console.is_terminal and as_json):
+            results = simulation.run(duration, realtime=realtime)
+        else:
+            what = "simulating" if realtime is None else f"real time ×{realtime:g}"
+            with Progress(TextColumn(what), BarColumn(), TextColumn("{task.fields[t]}"),
+                          TimeElapsedColumn(), console=console, transient=False) as prog:
+                task = prog.add_task("sim", total=duration, t="")
+                results = simulation.run(
+                    duration,
+                    lambda now: prog.update(task, completed=now, t=f"{now / 1e9:.2f}/{duration / 1e9:g} s"),
+                    realtime=realtime,
+                )
     wall = time.perf_counter() - t0
     if out:
         files = results.write(out)
@@ -137,10 +212,28 @@ def sim(model: str, duration: int, seed: int, out: str | None, interval: int, ca
         con = Console(width=None if sys.stdout.isatty() else 160)
         con.print(_flow_table(results.summary, 30))
         con.print(_link_table(results.summary, 15))
+    ran = results.duration
     console.print(
         f"{results.events} events in {wall:.2f} s wall ({results.events / wall:,.0f} events/s), "
-        f"{duration / 1e9:g} s simulated (×{duration / 1e9 / wall:.2f} real time)"
+        f"{ran / 1e9:g} s simulated (×{ran / 1e9 / wall:.2f} real time)"
     )
+    if results.summary["stopped_early"]:
+        console.print(f"[yellow]stopped early: {ran / 1e9:.3f} s of the planned {duration / 1e9:g} s simulated[/]")
+    rt = results.summary.get("realtime")
+    if rt is not None:
+        console.print(_lag_table(rt))
+        if not rt["kept_up"]:
+            console.print(
+                f"[bold red]WARNING: the simulator could not keep up with the wall clock: it fell behind "
+                f"{rt['behind_episodes']} time(s) by {rt['behind_threshold_s'] * 1e3:g} ms or more, "
+                f"{rt['behind_s']:.3f} s in total (worst lag {_si(rt['lag_s']['max'], 's')}). "
+                f"Results that depend on timing against real hosts are suspect; try a smaller ratio.[/]"
+            )
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 @main.command()

@@ -6,6 +6,9 @@ scheduled (``seq`` breaks ties), so a run is deterministic. There is no global e
 
 Cancellation is lazy: :meth:`Engine.cancel` marks a :class:`Timer` and the run loop skips it.
 The hot path schedules plain ``handler(arg)`` calls and allocates one tuple per event.
+
+:meth:`Engine.run` runs as fast as it can. Real-time pacing (and I/O) is a policy on top of the
+same state, :class:`primogeni.sim.realtime.RealtimeLoop`, so this loop stays as it is.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ class Engine:
         # onto ``heap`` directly (with time >= now) to save a call per event.
         self.heap: list[tuple[int, int, Callable[[Any], object], Any]] = []
         self.counter = count()
-        self._stopped = False
+        self._stopped = False  # set by stop(); the real-time loop reads and sets it too
         self.events = 0  # events executed so far
 
     def schedule(self, time: int, handler: Callable[[Any], object], arg: Any = None) -> None:

@@ -7,6 +7,11 @@ nothing is global, so several can live in one process.
 
 Random generators are per entity (link, node, flow), seeded from the simulation's seed and
 the entity's hierarchical name, so adding a flow does not change the random draws of another.
+
+``run(duration, realtime=1.0)`` paces the run to the wall clock through :attr:`Simulation.realtime`
+(a :class:`~primogeni.sim.realtime.RealtimeLoop`; add I/O readers to it before running). A
+real-time run may be ended early by ``sim.realtime.stop()`` from another thread or a signal
+handler: :meth:`Simulation.finish` then reports the time actually run.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from primogeni.sim.measure import (
 )
 from primogeni.sim.model import Interface, Net, Network, Node
 from primogeni.sim.node import Port, SimNode
+from primogeni.sim.realtime import RealtimeLoop
 from primogeni.sim.routing import Routing
 from primogeni.sim.traffic import Flow
 
@@ -89,6 +95,8 @@ class Simulation:
             for p in self.ports.values():
                 p.plain = False
         self._ran = False
+        self._realtime: RealtimeLoop | None = None
+        self.paced = False  # True for a real-time run
 
     # -- building ------------------------------------------------------------------------
     def _build_nodes(self) -> None:
@@ -188,26 +196,47 @@ class Simulation:
         self.flows.clear()
 
     # -- running -------------------------------------------------------------------------
-    def run(self, duration: int, progress: Callable[[int], None] | None = None) -> Results:
-        """Run for ``duration`` ns of simulated time and return the results."""
-        self.start(duration)
+    @property
+    def realtime(self) -> RealtimeLoop:
+        """The real-time driver (made on first use, ratio 1.0): add readers to it before a
+        real-time run; its ``stop()`` ends such a run early."""
+        if self._realtime is None:
+            self._realtime = RealtimeLoop(self.engine)
+        return self._realtime
+
+    @property
+    def stopped(self) -> bool:
+        """True when a real-time run was stopped before its end."""
+        return self._realtime is not None and self._realtime.stopped
+
+    def run(self, duration: int, progress: Callable[[int], None] | None = None, *,
+            realtime: float | None = None) -> Results:
+        """Run for ``duration`` ns of simulated time and return the results; with ``realtime``
+        (simulated seconds per wall second, 1.0 = real time), paced to the wall clock."""
+        self.start(duration, realtime=realtime)
         if progress is None:
             self.advance(duration)
         else:
             step = max(duration // 200, 1)
             now = 0
-            while now < duration:
+            while now < duration and not self.stopped:
                 now = min(now + step, duration)
                 self.advance(now)
-                progress(now)
+                progress(self.engine.now)
         return self.finish()
 
-    def start(self, duration: int) -> None:
-        """Prepare a run of ``duration`` ns; then :meth:`advance` and :meth:`finish` it."""
+    def start(self, duration: int, *, realtime: float | None = None) -> None:
+        """Prepare a run of ``duration`` ns; then :meth:`advance` and :meth:`finish` it.
+        ``realtime``: pace it to the wall clock at this ratio (see :attr:`realtime`)."""
         if self._ran:
             raise RuntimeError("a Simulation runs once; make a new one")
         if duration <= 0:
             raise ValueError("duration must be > 0 ns")
+        if realtime is not None:
+            self.realtime.ratio = realtime  # checks it: a finite number > 0
+        elif self._realtime is not None and self._realtime.has_readers:
+            raise ValueError("the real-time driver has I/O readers: run with realtime=RATIO")
+        self.paced = realtime is not None
         self._ran = True
         self.duration = duration
         self._build_apps(duration)
@@ -222,17 +251,27 @@ class Simulation:
             t += self.sample_interval
 
     def advance(self, until: int) -> None:
-        """Run events up to ``until`` ns (at most the run's duration)."""
-        self.engine.run(until=min(until, self.duration))
+        """Run events up to ``until`` ns (at most the run's duration); in a real-time run, return
+        when the wall clock reaches it (or at once when stopped)."""
+        if self.paced:
+            assert self._realtime is not None
+            self._realtime.run(min(until, self.duration))
+        else:
+            self.engine.run(until=min(until, self.duration))
 
     def finish(self) -> Results:
-        """Run to the end if needed, settle every flow, and return the results."""
-        if self.engine.now < self.duration:
+        """Run to the end if needed (not after a stop), settle every flow, and return the
+        results, for the time actually run."""
+        if self.engine.now < self.duration and not self.stopped:
             self.advance(self.duration)
+        end = self.engine.now if self.stopped else self.duration
         for app in self.apps:
             if app.began:
-                app.finish(self.duration)
-        return Results(self, self.duration, self._series)
+                app.finish(end)
+        results = Results(self, end, self._series)
+        if self._realtime is not None:
+            self._realtime.close()
+        return results
 
 
 class Results:
@@ -257,6 +296,8 @@ class Results:
             "model": sim.network.name,
             "seed": sim.seed,
             "duration_s": duration / 1e9,
+            "planned_duration_s": sim.duration / 1e9,
+            "stopped_early": duration < sim.duration,
             "events": sim.engine.events,
             "flows": flows,
             "links": links,
@@ -269,6 +310,8 @@ class Results:
                 "links": len(links),
             },
         })
+        if sim.paced:
+            self.summary["realtime"] = clean_nan(sim.realtime.summary())
 
     def flow(self, name: str) -> dict[str, Any]:
         for f in self.summary["flows"]:
