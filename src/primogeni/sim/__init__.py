@@ -21,6 +21,7 @@ Modules: ``engine`` (the event loop), ``model`` (descriptions), ``addressing``, 
 
 from primogeni.net.units import Bytes, Packets, Rate, ms, ns, s, us
 from primogeni.sim.dist import Constant, Exponential, Pareto, Uniform
+from primogeni.sim.emulation import Emulation
 from primogeni.sim.engine import Engine
 from primogeni.sim.model import Host, Interface, Link, Net, Network, Router
 from primogeni.sim.proto.tcp import TcpConfig
@@ -39,6 +40,7 @@ from primogeni.sim.traffic import (
 __all__ = [
     "Bytes",
     "Constant",
+    "Emulation",
     "Engine",
     "Exponential",
     "Flow",

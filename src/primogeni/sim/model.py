@@ -103,6 +103,7 @@ class Node(Element):
     """A host or router: a named thing with interfaces."""
 
     forwards = False
+    emulated = False
 
     def __init__(self, name: str, parent: Net, location: str | None = None) -> None:
         super().__init__(name, parent, location)
@@ -166,9 +167,42 @@ class Node(Element):
 
 
 class Host(Node):
-    """An end system: sources and sinks traffic, never forwards."""
+    """An end system: sources and sinks traffic, never forwards.
+
+    An *emulated* host is a real machine outside the simulator (see
+    :mod:`primogeni.sim.emulation`): its node runs no simulated protocol, no simulated flow
+    may start or end at it, and it has exactly one interface, on a link whose other side
+    holds its gateway (a router, or else a simulated host).
+    """
 
     kind = "host"
+
+    def __init__(self, name: str, parent: Net, location: str | None = None, emulated: bool = False) -> None:
+        super().__init__(name, parent, location)
+        self.emulated = emulated
+
+    def interface(self, name: str | None = None, **kw: Any) -> Interface:
+        if self.emulated and self.interfaces:
+            raise ModelError(
+                f"emulated host {self.path} must have exactly one interface (it has {self.interfaces[0].name})",
+                element=self.path, location=kw.get("location") or self.location,
+            )
+        return super().interface(name, **kw)
+
+    @property
+    def gateway(self) -> Interface | None:
+        """The interface an emulated host's packets go to first: on its link, a router's, or
+        else a simulated host's; None if there is none."""
+        if len(self.interfaces) != 1 or self.interfaces[0].link is None:
+            return None
+        peers = [i for i in self.interfaces[0].link.interfaces if i.node is not self]
+        for i in peers:
+            if isinstance(i.node, Router):
+                return i
+        for i in peers:
+            if not i.node.emulated:
+                return i
+        return None
 
 
 class Router(Node):
@@ -259,8 +293,9 @@ class Net(Element):
         self._add(n)
         return n
 
-    def host(self, name: str, location: str | None = None) -> Host:
-        h = Host(name, self, location)
+    def host(self, name: str, location: str | None = None, *, emulated: bool = False) -> Host:
+        """Add a host; ``emulated`` makes it a real machine attached to the simulation."""
+        h = Host(name, self, location, emulated)
         self._add(h)
         return h
 
@@ -398,3 +433,42 @@ class Network(Net):
 
     def __init__(self, name: str = "top", prefix: str | IPv4Network = "10.0.0.0/8", location: str | None = None):
         super().__init__(name, None, prefix, location)
+
+
+def check_emulation(network: Network) -> list[Host]:
+    """Check the rules for emulated hosts; return them (in model order).
+
+    Each has exactly one interface, attached, with a gateway on its link; no flow starts or
+    ends at one. Errors name the host or the flow (as :class:`Simulation` names flows).
+    """
+    hosts = [n for n in network.nodes() if isinstance(n, Host) and n.emulated]
+    for h in hosts:
+        if len(h.interfaces) != 1 or h.interfaces[0].link is None:
+            raise h.error(f"emulated host {h.path} must have exactly one interface, attached to a link")
+        if h.gateway is None:
+            raise h.error(
+                f"emulated host {h.path} has no gateway: its link {h.interfaces[0].link.path} "
+                "joins no router or simulated host"
+            )
+    if not hosts:
+        return hosts
+    k = 0
+    for net in network.walk():
+        if not isinstance(net, Net):
+            continue
+        for flow in net.flows:
+            where = flow.name or f"{net.path}:{flow.kind}{k}"
+            k += 1
+            for what, end in (("source", flow.src), ("destination", flow.dst)):
+                target: object = end
+                if isinstance(end, str):
+                    target = net.lookup(end) or network.lookup(end.removeprefix(network.name + ":"))
+                if isinstance(target, Interface):
+                    target = target.node
+                if isinstance(target, Host) and target.emulated:
+                    raise ModelError(
+                        f"flow {where}: its {what} {target.path} is an emulated host (a real machine: "
+                        "run real software there instead of a simulated flow)",
+                        element=where, location=flow.location,
+                    )
+    return hosts

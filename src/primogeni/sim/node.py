@@ -13,6 +13,16 @@ run (Little's law).
 A :class:`SimNode` receives packets, delivers those addressed to it to its protocol handlers,
 and forwards the rest (routers only) by longest-prefix match, decrementing the TTL and
 answering with ICMP time-exceeded or destination-unreachable.
+
+Real packets (emulated hosts' traffic, see :mod:`primogeni.sim.emulation`) are
+:class:`WirePacket` s: ordinary packets for ports and forwarding, whose ``payload`` is the
+real IPv4 bytes. A node hands those addressed to it, and the ICMP errors they cause, to its
+:class:`WireStack`, which answers with real bytes; no simulated protocol sees them. A TCP
+super-frame (TSO) is one WirePacket standing for ``segs`` segments: it travels through
+:meth:`Port.send_super` and :meth:`SimNode.receive_super`, stays whole where that changes
+nothing measurable, and is cut into its segments (ordinary WirePackets from then on) where
+per-segment behaviour matters. Purely simulated packets never take those paths, so the fast
+path stays as it was.
 """
 
 from __future__ import annotations
@@ -21,8 +31,9 @@ from collections import deque
 from collections.abc import Callable
 from heapq import heappush
 from random import Random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from primogeni.net.gso import segment_tcpv4, set_ttl
 from primogeni.net.packet import (
     ICMP_DEST_UNREACHABLE,
     ICMP_ECHO_REPLY,
@@ -63,6 +74,60 @@ class Packet:
         self.ttl = ttl
         self.ident = 0
         self.sent = 0
+
+
+class WirePacket(Packet):
+    """A real IPv4 packet in flight; ``payload`` is its bytes as the real host sent them.
+
+    The bytes keep the TTL they were sent with: the current one is ``ttl``, written back (with
+    the checksum fixed) only when the packet leaves (:meth:`ip_bytes`). ``partial`` says the
+    TCP/UDP checksum is partial (the pseudo-header sum; NEEDS_CSUM). A TCP super-frame stands
+    for ``segs`` > 1 segments of ``mss`` payload bytes; ``full`` is the IP size of a full
+    segment and ``size`` the total of its segments' sizes (the bytes it occupies on links).
+    """
+
+    __slots__ = ("full", "gso_type", "mss", "partial", "segs")
+
+    def __init__(
+        self, src: int, dst: int, proto: int, size: int, payload: bytes, ttl: int, ident: int = 0,
+        partial: bool = False, segs: int = 1, mss: int = 0, full: int = 0, gso_type: int = 0,
+    ) -> None:
+        super().__init__(src, dst, proto, size, payload, None, ttl)
+        self.ident = ident
+        self.partial = partial
+        self.segs = segs
+        self.mss = mss
+        self.full = full
+        self.gso_type = gso_type
+
+    def ip_bytes(self) -> bytes:
+        """The real bytes with the current TTL and a valid header checksum."""
+        data: bytes = self.payload
+        if data[8] == self.ttl:
+            return data
+        head = bytearray(data[:12])
+        set_ttl(head, self.ttl)
+        return b"".join((head, memoryview(data)[12:]))
+
+    def segments(self) -> list[WirePacket]:
+        """A super-frame's segments (real bytes, as GSO cuts them) as ordinary WirePackets."""
+        out = []
+        for data in segment_tcpv4(self.payload, self.mss, partial=self.partial):
+            seg = WirePacket(self.src, self.dst, self.proto, len(data), data, self.ttl,
+                             (data[4] << 8) | data[5], self.partial)
+            seg.sent = self.sent
+            out.append(seg)
+        return out
+
+
+class WireStack(Protocol):
+    """What answers real packets at a simulated node (:mod:`primogeni.sim.emulation` has one)."""
+
+    def local(self, node: SimNode, pkt: WirePacket) -> None:
+        """``pkt`` is addressed to ``node``."""
+
+    def error(self, node: SimNode, pkt: WirePacket, type_: int, code: int) -> None:
+        """``node`` answers ``pkt`` with an ICMP error."""
 
 
 class UdpDatagram:
@@ -109,6 +174,7 @@ class Port:
         "counter",
         "delay",
         "deliver",
+        "deliver_super",
         "dep",
         "dep_bytes",
         "drops",
@@ -125,6 +191,7 @@ class Port:
         "qbytes",
         "qlimit",
         "rng",
+        "split_ns",
         "tap",
         "tx_bytes",
         "tx_packets",
@@ -151,6 +218,8 @@ class Port:
         self.heap = engine.heap
         self.counter = engine.counter
         self.deliver: Callable[[Packet], None] = node.receive
+        self.deliver_super: Callable[[WirePacket], None] = node.receive_super
+        self.split_ns = 0  # a super-frame whose transmission takes longer is cut (set by an Emulation)
         self.dep: deque[int] = deque()  # finish times of packets queued or in service
         self.dep_bytes: deque[int] = deque()  # their sizes (byte-limited queues only)
         self.qbytes = 0
@@ -244,6 +313,71 @@ class Port:
             rx.tap.record(arrival, pkt)
         heappush(self.heap, (arrival, next(self.counter), rx.deliver, pkt))
 
+    def send_super(self, pkt: WirePacket, rx: Port) -> None:
+        """Queue a TCP super-frame (``pkt.segs`` segments) for transmission to ``rx``.
+
+        It stays whole when that changes nothing measurable here: its transmission takes at
+        most ``split_ns``, every segment would be admitted by the drop-tail queue, and there is
+        no random loss draw nor capture. Whole, it counts as its segments (queue occupancy,
+        transmission times, counters) and arrives at once, when its last segment would. Else it
+        is cut and each segment is sent as an ordinary packet.
+        """
+        n = pkt.segs
+        bps = self.bps
+        full = pkt.full
+        last = pkt.size - (n - 1) * full
+        tx_full = -((-full * 8_000_000_000) // bps)
+        tx_last = -((-last * 8_000_000_000) // bps)
+        tx = (n - 1) * tx_full + tx_last
+        if tx > self.split_ns or self.loss or self.tap is not None or rx.tap is not None or not self._admits(pkt):
+            for seg in pkt.segments():
+                self.send(seg, rx)
+            return
+        now = self.engine.now
+        dep = self.dep
+        t = self.busy_until
+        if t < now:
+            t = now
+        wait = 0
+        for k in range(n):
+            wait += t - now
+            t += tx_full if k < n - 1 else tx_last
+            dep.append(t)
+        if self.byte_limit:
+            self.dep_bytes.extend([full] * (n - 1))
+            self.dep_bytes.append(last)
+            self.qbytes += pkt.size
+        self.busy_until = t
+        self.wait_ns += wait
+        self.busy_ns += tx
+        self.tx_packets += n
+        self.tx_bytes += pkt.size
+        heappush(self.heap, (t + self.delay, next(self.counter), rx.deliver_super, pkt))
+
+    def _admits(self, pkt: WirePacket) -> bool:
+        """Whether the drop-tail queue would admit every segment of ``pkt``, sent one by one now."""
+        now = self.engine.now
+        dep = self.dep
+        n = pkt.segs
+        if not self.byte_limit:
+            while dep and dep[0] <= now:
+                dep.popleft()
+            return len(dep) + n - 1 <= self.qlimit
+        db = self.dep_bytes
+        while dep and dep[0] <= now:
+            dep.popleft()
+            self.qbytes -= db.popleft()
+        queued = self.qbytes
+        head = db[0] if dep else -1  # the size of the packet in service
+        for k in range(n):
+            size = pkt.full if k < n - 1 else pkt.size - (n - 1) * pkt.full
+            if head >= 0 and queued - head + size > self.qlimit:
+                return False
+            queued += size
+            if head < 0:
+                head = size
+        return True
+
     def queue_length(self) -> int:
         """Packets waiting or in service now."""
         now = self.engine.now
@@ -273,6 +407,7 @@ class SimNode:
         "tcp_listen",
         "ttl_expired",
         "udp",
+        "wire",
     )
 
     def __init__(self, path: str, name: str, forwards: bool, engine: Engine, rng: Random) -> None:
@@ -289,6 +424,7 @@ class SimNode:
         self.tcp_listen: dict[int, Callable[[Packet], None]] = {}
         self.udp: dict[int, Callable[[Packet], None]] = {}
         self.icmp_handlers: dict[int, Callable[[Packet], None]] = {}  # echo ident -> handler
+        self.wire: WireStack | None = None  # answers real packets (set by an Emulation)
         self.ident = 0
         self.next_port = 49152
         self.ttl_expired = 0
@@ -335,6 +471,28 @@ class SimNode:
             return
         hop[0].send(pkt, hop[1])
 
+    def receive_super(self, pkt: WirePacket) -> None:
+        """:meth:`receive` for a TCP super-frame (counted as its segments where they drop)."""
+        dst = pkt.dst
+        if dst in self.addrs:
+            self.local(pkt)
+            return
+        if not self.forwards:
+            self.not_for_me += 1
+            return
+        ttl = pkt.ttl - 1
+        if ttl <= 0:
+            self.ttl_expired += pkt.segs
+            self.icmp_error(pkt, ICMP_TIME_EXCEEDED, ICMP_TTL_EXCEEDED)
+            return
+        pkt.ttl = ttl
+        hop = self.fib.get(dst) or self.lookup(dst)
+        if hop is None:
+            self.no_route += pkt.segs
+            self.icmp_error(pkt, ICMP_DEST_UNREACHABLE, ICMP_NET_UNREACHABLE)
+            return
+        hop[0].send_super(pkt, hop[1])
+
     def output(self, pkt: Packet) -> bool:
         """Send a packet this node originates; False when there is no route."""
         try:
@@ -367,6 +525,10 @@ class SimNode:
     # -- local delivery ------------------------------------------------------------------
     def local(self, pkt: Packet) -> None:
         self.delivered += 1
+        if pkt.__class__ is WirePacket:
+            if self.wire is not None:
+                self.wire.local(self, pkt)
+            return
         proto = pkt.proto
         if proto == PROTO_TCP:
             seg = pkt.payload
@@ -403,6 +565,10 @@ class SimNode:
 
     def icmp_error(self, pkt: Packet, type_: int, code: int) -> None:
         """Answer ``pkt`` with an ICMP error (never about another ICMP error)."""
+        if pkt.__class__ is WirePacket:
+            if self.wire is not None:
+                self.wire.error(self, pkt, type_, code)
+            return
         if pkt.proto == PROTO_ICMP and pkt.payload.type not in (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY):
             return
         # RFC 792: the original IP header and the first 8 bytes of its data.

@@ -38,7 +38,7 @@ from primogeni.sim.measure import (
     link_summary,
     write_json,
 )
-from primogeni.sim.model import Interface, Net, Network, Node
+from primogeni.sim.model import Interface, Net, Network, Node, check_emulation
 from primogeni.sim.node import Port, SimNode
 from primogeni.sim.realtime import RealtimeLoop
 from primogeni.sim.routing import Routing
@@ -72,6 +72,7 @@ class Simulation:
         self.sample_interval = sample_interval
         self.engine = Engine()
         assign_addresses(network)
+        check_emulation(network)  # emulated hosts: one interface, a gateway, no simulated flow at them
         self.nodes: dict[str, SimNode] = {}
         self.ports: dict[str, Port] = {}
         self._build_nodes()

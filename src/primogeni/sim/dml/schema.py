@@ -33,6 +33,7 @@ from primogeni.sim.traffic import (
 
 _NET_KEYS = {"id", "name", "idrange", "prefix", "ip", "Net", "host", "router", "link", "traffic", "_schema"}
 _NODE_KEYS = {"id", "name", "idrange", "interface", "_schema"}
+_HOST_KEYS = _NODE_KEYS | {"emulated"}
 _IFACE_KEYS = {"id", "idrange", "bitrate", "latency", "buffer", "queue", "ip", "_schema"}
 _LINK_KEYS = {"attach", "delay", "bitrate", "loss", "prefix", "cost", "buffer", "queue", "name", "_schema"}
 _COMMON_FLOW = {"type", "name", "src", "dst", "start", "stop", "_schema"}
@@ -180,9 +181,11 @@ def _build_net(net: Net, lst: DmlList) -> list[tuple[Net, DmlAttr]]:
                 traffic += _build_net(sub, a.value)
         elif a.key in ("host", "router"):
             assert isinstance(a.value, DmlList)
-            _check_keys(a.value, _NODE_KEYS, net.path, a.key)
+            _check_keys(a.value, _HOST_KEYS if a.key == "host" else _NODE_KEYS, net.path, a.key)
+            emulated = bool(_num(a.value, "emulated", net.path, _bool, False))
             for name in _ids(a.value, net.path, a.key):
-                node: Node = net.host(name, a.location) if a.key == "host" else net.router(name, a.location)
+                node: Node = (net.host(name, a.location, emulated=emulated) if a.key == "host"
+                              else net.router(name, a.location))
                 _interfaces(node, a.value)
         elif a.key == "traffic":
             traffic.append((net, a))
