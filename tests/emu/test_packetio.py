@@ -23,12 +23,6 @@ import pytest
 from primogeni.emu import links, netns, packetio
 from primogeni.emu import sys as esys
 from primogeni.emu.packetio import (
-    VIRTIO_NET_HDR_F_NEEDS_CSUM,
-    VIRTIO_NET_HDR_GSO_ECN,
-    VIRTIO_NET_HDR_GSO_NONE,
-    VIRTIO_NET_HDR_GSO_TCPV4,
-    VIRTIO_NET_HDR_GSO_TCPV6,
-    VIRTIO_NET_HDR_GSO_UDP,
     VNET_HDR_LEN,
     Endpoint,
     PacketEndpoint,
@@ -38,6 +32,14 @@ from primogeni.emu.packetio import (
     tx_offload,
 )
 from primogeni.errors import EmuError, FeatureMissing
+from primogeni.net.gso import (
+    VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_GSO_ECN,
+    VIRTIO_NET_HDR_GSO_NONE,
+    VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6,
+    VIRTIO_NET_HDR_GSO_UDP,
+)
 
 A_ADDR, B_ADDR = "10.61.0.1", "10.61.0.2"
 KINDS = [("tap", False), ("tap", True), ("packet", False), ("packet", True)]

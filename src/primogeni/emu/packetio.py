@@ -47,7 +47,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Self
+from typing import Any, Self
 
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped, unused-ignore]
 
@@ -55,68 +55,19 @@ from primogeni.emu import links
 from primogeni.emu import netns as namespaces
 from primogeni.emu import sys as esys
 from primogeni.errors import EmuError, FeatureMissing
+from primogeni.net.gso import (
+    VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_LEN,
+    VNET_HDR_STRUCT,
+    VirtioNetHdr,
+)
 
-# -- struct virtio_net_hdr (include/uapi/linux/virtio_net.h), native byte order (legacy, as tun and packet use) --
+# -- struct virtio_net_hdr: one definition, in primogeni.net.gso (the simulator reads it too) --
 
-VNET_HDR_LEN = 10
-VIRTIO_NET_HDR_F_NEEDS_CSUM = 1  # the transport checksum is partial: csum_start/csum_offset say where
-VIRTIO_NET_HDR_F_DATA_VALID = 2  # the checksum was verified (receive side only)
-VIRTIO_NET_HDR_GSO_NONE = 0
-VIRTIO_NET_HDR_GSO_TCPV4 = 1
-VIRTIO_NET_HDR_GSO_UDP = 3
-VIRTIO_NET_HDR_GSO_TCPV6 = 4
-VIRTIO_NET_HDR_GSO_ECN = 0x80  # or-ed into gso_type: the TCP segments carry ECN (CWR on the first)
-
-_VNET = struct.Struct("=BBHHHH")
+VnetHdr = VirtioNetHdr
+VNET_HDR_LEN = VIRTIO_NET_HDR_LEN
 _ZERO_VNET = bytes(VNET_HDR_LEN)
-
-
-class VnetHdr(NamedTuple):
-    """One ``struct virtio_net_hdr``: offload information travelling with a frame (sizes in bytes).
-
-    ``hdr_len``: Ethernet + IP + transport header length of a GSO frame; ``gso_size``: payload bytes per
-    segment; ``csum_start``: offset from the frame start where checksumming starts; ``csum_offset``: where,
-    from ``csum_start``, the checksum is stored.
-    """
-
-    flags: int = 0
-    gso_type: int = VIRTIO_NET_HDR_GSO_NONE
-    hdr_len: int = 0
-    gso_size: int = 0
-    csum_start: int = 0
-    csum_offset: int = 0
-
-    def pack(self) -> bytes:
-        return _VNET.pack(*self)
-
-    @classmethod
-    def unpack(cls, data: bytes | bytearray | memoryview, offset: int = 0) -> VnetHdr:
-        """The header at ``data[offset:offset + 10]``."""
-        return cls._make(_VNET.unpack_from(data, offset))
-
-    @property
-    def needs_csum(self) -> bool:
-        return bool(self.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)
-
-    @property
-    def is_gso(self) -> bool:
-        """Whether the frame is a super-frame the kernel will cut into ``gso_size`` segments."""
-        return (self.gso_type & ~VIRTIO_NET_HDR_GSO_ECN) != VIRTIO_NET_HDR_GSO_NONE
-
-    def segments(self, frame: bytes | bytearray | memoryview) -> tuple[int, int]:
-        """``(segments, bytes on the wire)`` that ``frame`` stands for: each segment repeats the Ethernet, IP and
-        TCP/UDP headers (what a simulated link must transmit). ``hdr_len`` is only a hint, so the headers are
-        measured in the frame: the transport header starts at ``csum_start`` (or after the IP header).
-        """
-        if not self.is_gso or not self.gso_size:
-            return 1, len(frame)
-        l4 = self.csum_start
-        if not self.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
-            l4 = 14 + ((frame[14] & 0x0F) * 4 if frame[12:14] == b"\x08\x00" else 40)
-        udp = (self.gso_type & ~VIRTIO_NET_HDR_GSO_ECN) == VIRTIO_NET_HDR_GSO_UDP
-        headers = l4 + (8 if udp else (frame[l4 + 12] >> 4) * 4)
-        count = max(1, -(-(len(frame) - headers) // self.gso_size))
-        return count, len(frame) + (count - 1) * headers
+_VNET = VNET_HDR_STRUCT
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,9 @@ VIRTIO_NET_HDR_GSO_ECN = 0x80
 TCP_CHECK_OFFSET = 16  # offset of the checksum in a TCP header
 UDP_CHECK_OFFSET = 6
 
-_VNET = struct.Struct("<BBHHHH")  # little-endian, as virtio 1.0 and x86 legacy devices use
+# native byte order: the legacy header that tun (IFF_VNET_HDR) and packet sockets (PACKET_VNET_HDR) use
+VNET_HDR_STRUCT = struct.Struct("=BBHHHH")
+_VNET = VNET_HDR_STRUCT
 VIRTIO_NET_HDR_LEN = _VNET.size  # 10
 
 
@@ -78,14 +80,35 @@ class VirtioNetHdr(NamedTuple):
         """``gso_type`` without the ECN bit."""
         return self.gso_type & ~VIRTIO_NET_HDR_GSO_ECN
 
+    @property
+    def is_gso(self) -> bool:
+        """Whether the frame is a super-frame the kernel will cut into ``gso_size`` segments."""
+        return self.gso_kind != VIRTIO_NET_HDR_GSO_NONE
+
     def pack(self) -> bytes:
         return _VNET.pack(self.flags, self.gso_type, self.hdr_len, self.gso_size, self.csum_start, self.csum_offset)
 
     @classmethod
-    def unpack(cls, buf: BytesLike) -> VirtioNetHdr:
-        if len(buf) < _VNET.size:
-            raise PacketError("virtio_net_hdr", f"truncated: {len(buf)} bytes, it needs {_VNET.size}")
-        return cls(*_VNET.unpack_from(buf))
+    def unpack(cls, buf: BytesLike, offset: int = 0) -> VirtioNetHdr:
+        """The header at ``buf[offset:offset + 10]``."""
+        if len(buf) - offset < _VNET.size:
+            raise PacketError("virtio_net_hdr", f"truncated: {len(buf) - offset} bytes, it needs {_VNET.size}")
+        return cls(*_VNET.unpack_from(buf, offset))
+
+    def segments(self, frame: BytesLike) -> tuple[int, int]:
+        """``(segments, bytes on the wire)`` that the Ethernet ``frame`` stands for: each segment repeats the
+        Ethernet, IP and TCP/UDP headers (what a simulated link must transmit). ``hdr_len`` is only a hint,
+        so the headers are measured in the frame: the transport header starts at ``csum_start`` (or after
+        the IP header)."""
+        if not self.is_gso or not self.gso_size:
+            return 1, len(frame)
+        l4 = self.csum_start
+        if not self.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+            l4 = 14 + ((frame[14] & 0x0F) * 4 if frame[12:14] == b"\x08\x00" else 40)
+        udp = self.gso_kind == VIRTIO_NET_HDR_GSO_UDP
+        headers = l4 + (8 if udp else (frame[l4 + 12] >> 4) * 4)
+        count = max(1, -(-(len(frame) - headers) // self.gso_size))
+        return count, len(frame) + (count - 1) * headers
 
 
 # --- checksum arithmetic -----------------------------------------------------------------
