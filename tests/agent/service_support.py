@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 import xmlrpc.client
 from collections.abc import Callable, Iterator, Sequence
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from primogeni.agent.config import AGENT_PATH, AgentConfig
+from primogeni.agent.names import vsys_root
 from primogeni.agent.service import AgentService
 from primogeni.agent.spec import LinkSpec, SliverSpec
 from primogeni.agent.store import Store
@@ -174,3 +176,4 @@ def started(pki: Pki, state_dir: Path, realizer: Any = None, store: Store | None
         yield Running(service, realizer, pki)
     finally:
         service.stop()
+        shutil.rmtree(vsys_root(state_dir), ignore_errors=True)  # the FIFOs' directories, on /dev/shm

@@ -31,6 +31,7 @@ from tests.agent.service_support import (
 
 from primogeni.agent import service as service_module
 from primogeni.agent.config import AGENT_PATH
+from primogeni.agent.names import vsys_dir
 from primogeni.agent.service import run_agent, xmlrpc_safe
 from primogeni.agent.spec import SliverSpec
 from primogeni.agent.store import Store, VsysLink
@@ -79,7 +80,7 @@ def test_provision_a_sliver(agent: Running) -> None:
     assert agent.service.store.get_sliver(urn(1)) == SliverSpec.from_dict(sliver(1))
     assert Store(agent.service.config.state_dir).get_sliver(urn(1)) is not None
     assert ("ensure_sliver", urn(1)) in agent.realizer.calls
-    fifos = agent.service.config.state_dir / "vsys" / "1"
+    fifos = vsys_dir(agent.service.config.state_dir, 1)
     assert sorted(p.name for p in fifos.iterdir())[:2] == ["delete-link.in", "delete-link.out"]
     # Again (the AM retrying, or changing the spec): same answer, one record.
     assert code(agent.call("ProvisionSliver", sliver(1, memory_mb=64))) == 0
@@ -147,7 +148,7 @@ def test_release(agent: Running) -> None:
     assert code(agent.call("ProvisionSliver", sliver(1))) == 0
     assert code(agent.call("ProvisionLink", LINK.to_dict())) == 0
     agent.service.store.put_vsys_link(urn(1), VsysLink("l1", "10.254.0.12", 4097))
-    fifos = agent.service.config.state_dir / "vsys" / "1"
+    fifos = vsys_dir(agent.service.config.state_dir, 1)
     assert agent.call("Release", urn(1))["value"] is True
     names = agent.realizer.names()
     assert names.index("vsys_delete_link") < names.index("remove_sliver")
@@ -217,7 +218,7 @@ def test_provision_many_stores_all_then_realizes_and_answers_per_item(pki: Pki, 
         names = running.realizer.names()
         assert names.index("ensure_link") > max(i for i, n in enumerate(names) if n == "ensure_sliver")
         assert ("try_slivers" in names) == (realizer_class is BatchRealizer)  # one batch when the realizer has it
-        assert (running.service.config.state_dir / "vsys" / "2" / "setup-link.in").exists()
+        assert (vsys_dir(running.service.config.state_dir, 2) / "setup-link.in").exists()
         # refused and failed items are reported with their reason; the others still go
         items = [sliver(3, slot=1, slice_urn="urn:publicid:IDN+primo:p1+slice+s3"),  # slot held
                  sliver(4),  # the same slice again on a shared node
@@ -251,7 +252,7 @@ def test_release_many_in_one_pass(agent: Running) -> None:
     assert names.index("vsys_delete_link") < names.index("remove_links") < names.index("remove_slivers")
     assert "remove_sliver" not in names and "remove_link" not in names
     assert agent.service.store.slivers() == {} and Store(agent.service.config.state_dir).links() == {}
-    assert list((agent.service.config.state_dir / "vsys" / "1").glob("*.in")) == []
+    assert list((vsys_dir(agent.service.config.state_dir, 1)).glob("*.in")) == []
     assert code(agent.call("ReleaseMany", [1])) == GeniCode.BADARGS
     assert code(agent.call("ReleaseMany", urn(1))) == GeniCode.BADARGS
 
@@ -365,7 +366,7 @@ def test_a_restart_leaves_slivers_and_reconciles(pki: Pki, tmp_path: Path) -> No
         assert again.realizer.names()[:2] == ["setup", "reconcile"]
         assert sorted(again.service.store.slivers()) == [urn(1), urn(2)]
         assert sorted(again.service.vsys.served()) == [urn(1), urn(2)]
-        fifo = tmp_path / "s" / "vsys" / "2" / "list-links.in"
+        fifo = vsys_dir(tmp_path / "s", 2) / "list-links.in"
         fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # succeeds only if the agent holds it open for reading
         os.close(fd)
 

@@ -5,6 +5,7 @@ batches, a restarted agent process."""
 from __future__ import annotations
 
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from tests.agent.service_support import (
 )
 
 from primogeni.agent.config import AGENT_PATH
+from primogeni.agent.names import vsys_dir, vsys_root
 from primogeni.agent.realize_links import bridge_device, exp_device, sliver_netns
 from primogeni.agent.spec import LinkSpec
 from primogeni.agent.store import VsysLink
@@ -63,7 +65,7 @@ def test_provisioning_and_vsys_against_the_kernel(pki: Pki, nodes: Any) -> None:
         assert running.call("Release", urn(1))["value"] is True
         assert not netns.exists(name)
         assert node.store.slivers() == {}
-        assert list((node.state_dir / "vsys" / "1").glob("*.in")) == []
+        assert list((vsys_dir(node.state_dir, 1)).glob("*.in")) == []
 
 
 @pytest.mark.root
@@ -147,6 +149,7 @@ def test_primo_agent_process_restarts_without_disturbing_slivers(pki: Pki, nodes
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+        shutil.rmtree(vsys_root(config.state_dir), ignore_errors=True)  # the agent process's, on /dev/shm
 
 
 # -- the configuration file (agent.config)

@@ -336,3 +336,29 @@ def test_a_released_sliver_gets_an_error(served: Served) -> None:
     store.drop_sliver(URN)
     assert server.handle(URN, "list-links", b"list-links") == "ERROR no such sliver"
     assert backend.calls == []
+
+
+@pytest.mark.root  # chown to someone else
+def test_a_vsys_tree_that_is_not_ours_is_refused(tmp_path: Path) -> None:
+    """/dev/shm is world-writable: a symlink (or someone else's directory) where the tree goes is refused."""
+    store = Store(tmp_path / "state")
+    store.put_sliver(SPEC)
+    server = VsysServer(store, FakeBackend())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "shm").mkdir()
+    (tmp_path / "shm" / "agent").symlink_to(elsewhere)
+    try:
+        with pytest.raises(EmuError, match="not a directory of ours"):
+            server.add_sliver(SPEC, tmp_path / "shm" / "agent" / str(SPEC.slot))
+        assert list(elsewhere.iterdir()) == []  # nothing was made through the link
+        foreign = tmp_path / "foreign"
+        (foreign / "agent").mkdir(parents=True)
+        os.chown(foreign / "agent", 65534, 65534)
+        with pytest.raises(EmuError, match="not a directory of ours"):
+            server.add_sliver(SPEC, foreign / "agent" / str(SPEC.slot))
+        assert list((foreign / "agent").iterdir()) == []
+        server.add_sliver(SPEC, tmp_path / "mine" / "agent" / str(SPEC.slot))  # a fresh tree: made root-only
+        assert stat.S_IMODE(os.stat(tmp_path / "mine" / "agent").st_mode) == 0o700
+    finally:
+        server.stop()

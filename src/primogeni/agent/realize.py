@@ -45,6 +45,7 @@ from primogeni.agent import realize_links as rl
 from primogeni.agent.realize_links import SpecStore
 from primogeni.agent.realize_procs import ProcRealizer, _kill, _write_json
 from primogeni.agent.spec import SliverSpec
+from primogeni.agent.vsys import secure_parent
 from primogeni.emu import container, links, netns
 from primogeni.errors import EmuError
 
@@ -76,8 +77,9 @@ class Realizer(ProcRealizer):
             self._setup(ipr)
 
     def _setup(self, ipr: IPRoute) -> None:
-        for sub in ("containers", "vsys", "sshd", "commands"):
+        for sub in ("containers", "sshd", "commands"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        secure_parent(self._vsys_dir(0))  # before any container binds a directory under it
         try:  # devices a reaper did not finish deleting (an earlier agent's)
             ipr.link("del", group=rl.RETIRED_GROUP)
         except NetlinkError as exc:
@@ -542,7 +544,7 @@ class Realizer(ProcRealizer):
                     self.reaper.retire(ipr, device)
             self.reaper.wait()
             self.ctl.teardown()
-            for directory in ("containers", "vsys", "sshd", "commands", self.sshd_dir):
+            for directory in ("containers", "sshd", "commands", self.sshd_dir, self._vsys_dir(0).parent):
                 shutil.rmtree(self.state_dir / directory, ignore_errors=True)
             (self.state_dir / "uids.json").unlink(missing_ok=True)
             for table in (self._slots, self._vnis, self._bridges, self._warnings, self._shaped, self._patches):

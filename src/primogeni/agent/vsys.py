@@ -1,6 +1,6 @@
 """vsys: requests from inside a sliver to its node agent, through FIFOs (the PlanetLab way).
 
-Each sliver's directory (``state_dir/vsys/<slot>/``, bound at ``/vsys`` in the container) holds a
+Each sliver's directory (``/dev/shm/primo-vsys/<agent>/<slot>/``, bound at ``/vsys`` in the container) holds a
 FIFO pair per script: ``setup-link.in``/``.out``, ``delete-link.in``/``.out``,
 ``list-links.in``/``.out`` (mode 0600, the agent's user). A request is one line, ending in a
 newline, written to ``NAME.in``; the answer is one line on ``NAME.out``::
@@ -197,6 +197,24 @@ class _Channel:
 FIFO_MODE = 0o666
 
 
+def secure_parent(directory: Path) -> None:
+    """Make ``directory``'s parent root-only (0700), and its parent when missing (0711), refusing
+    either when it is a symlink or not ours: the vsys tree lives under world-writable ``/dev/shm``,
+    where anyone could have put something in our place first."""
+    for step, mode in ((directory.parent.parent, 0o711), (directory.parent, 0o700)):
+        try:
+            os.mkdir(step, mode)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise EmuError(f"cannot make the vsys directory: {exc.strerror or exc}", str(step)) from None
+        st = os.lstat(step)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise EmuError("is not a directory of ours (a symlink, or someone else's): refusing to use it",
+                           str(step))
+    os.chmod(directory.parent, 0o700)
+
+
 def _open_fifo(path: Path) -> int:
     """Our FIFO at ``path`` (made, or remade if something else is there), open read-write, non-blocking."""
     try:
@@ -255,9 +273,9 @@ class VsysServer:
             if spec.urn in self._dirs:
                 self.remove_sliver(spec.urn)
             try:
-                directory.mkdir(mode=0o755, parents=True, exist_ok=True)
                 # other slivers share the file system: only root may reach this sliver's FIFOs by path
-                directory.parent.chmod(0o700)
+                secure_parent(directory)
+                directory.mkdir(mode=0o755, exist_ok=True)
             except OSError as exc:
                 raise EmuError(f"cannot make the vsys directory: {exc.strerror or exc}", str(directory)) from None
             made: list[_Channel] = []

@@ -14,7 +14,8 @@ processes, by where they run or what they are:
    while the kernel frees the namespace);
 6. cgroups ``primo/*`` in every v1 hierarchy and in the cgroup2 tree (and ``primo`` itself once empty);
 7. mounts at or under ``/vsys`` in this mount namespace, then ``/vsys`` itself when it is empty;
-8. stale ``agent.pid`` files of the data directories we know.
+8. the agents' trees ``/var/lib/primo/sshd`` and ``/dev/shm/primo-vsys`` (everything only);
+9. stale ``agent.pid`` files of the data directories we know.
 
 :func:`find` lists those objects (a dry run), :func:`remove` removes a list, :func:`clean` does
 both. A :class:`Scope` narrows what is matched (tests use it to clean only what they made).
@@ -34,6 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from primogeni.agent.names import VSYS_ROOT
 from primogeni.emu import cgroups as cg
 from primogeni.emu import links, netns, sshd
 from primogeni.emu import sys as esys
@@ -315,6 +317,8 @@ def find(scope: Scope = Scope()) -> list[Item]:
             items.append(Item("dir", str(scope.vsys), detail="if empty"))
     if scope.everything and sshd.ROOT.is_dir():
         items.append(Item("tree", str(sshd.ROOT), detail="agents' sshd keys and configuration"))
+    if scope.everything and VSYS_ROOT.is_dir() and not VSYS_ROOT.is_symlink():
+        items.append(Item("tree", str(VSYS_ROOT), detail="agents' vsys FIFOs"))
     for home in scope.homes:
         for pid_file in sorted((home / "substrate").glob("*/agent.pid")):
             holder = running_agent(pid_file, pid_file.with_name("agent.toml"))

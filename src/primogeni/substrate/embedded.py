@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from primogeni.agent.config import AGENT_PATH, AgentConfig
+from primogeni.agent.names import vsys_root
 from primogeni.agent.store import Store
 from primogeni.ch.authority import Authority
 from primogeni.client import ClientConfig, ClientConfigError
@@ -378,6 +379,10 @@ class Substrate:
             if conf.is_dir():
                 shutil.rmtree(conf, ignore_errors=True)
                 removed.append(f"sshd files {conf}")
+            fifos = vsys_root(self.state_dir(node.name))
+            if fifos.is_dir():
+                shutil.rmtree(fifos, ignore_errors=True)
+                removed.append(f"vsys FIFOs {fifos}")
         removed += remove_network(layout)
         if purge:
             shutil.rmtree(self.dir, ignore_errors=True)
