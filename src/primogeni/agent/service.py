@@ -458,7 +458,9 @@ class AgentService:
                     if batch is None:
                         self.realizer.ensure_sliver(spec)
                     self.vsys.add_sliver(spec, vsys_dir(self.config.state_dir, spec.slot))
-                    answer[spec.urn] = self._state(spec.urn)
+                    # the batch made and checked it just now: its state is the one asked for
+                    answer[spec.urn] = self._state(spec.urn) if batch is None else (
+                        "stopped" if self.store.run_state(spec.urn) == "stopped" else "ready")
                 except (EmuError, StoreError, OSError) as exc:  # stays stored: reconcile or the AM retries
                     answer[spec.urn] = _failure("ProvisionMany", spec.urn, exc)
             for link in stored_links:

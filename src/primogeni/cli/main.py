@@ -255,6 +255,41 @@ def check(model: str, param: tuple[str, ...]) -> None:
                f"{sum(1 for _ in sim_.network.all_links())} links, {flows} flows: ok")
 
 
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--host", "hosts", multiple=True, metavar="HOST=NETNS[:IFNAME]",
+              help="Attach emulated HOST (top:h1) to a TAP made here and moved into namespace NETNS as IFNAME "
+              "(default eth1), with the model's address and a route to the model via its gateway.")
+@click.option("--bind", "binds", multiple=True, metavar="HOST=IFNAME",
+              help="Attach HOST to the existing interface IFNAME of this namespace (AF_PACKET); nothing configured.")
+@click.option("--tap-fd", "tap_fds", multiple=True, metavar="HOST=FD",
+              help="Attach HOST to an inherited, open TAP descriptor FD (works unprivileged).")
+@click.option("--duration", "-d", default=None, callback=_duration, help="Simulated time (default: until SIGTERM).")
+@click.option("--ratio", default="1", callback=_ratio, show_default=True, help="Simulated s per wall s.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="Write summary.json, CSV series, pcaps here.")
+@click.option("--seed", default=1, type=int, show_default=True, help="Seed of every random generator.")
+@click.option("--capture", "-c", multiple=True, help="Write a pcap of this simulated interface (top:r1:if0).")
+@click.option("--param", "-p", multiple=True, help="key=value passed to a Python model's model().")
+@click.option("--no-offload", is_flag=True, help="No virtio-net headers: plain, complete frames only.")
+@click.option("--interval", default=None, callback=_duration, help="Time-series interval (default 100ms).")
+@click.option("--behind-threshold", default="1ms", callback=_duration, show_default=True,
+              help="An event this late or later counts as falling behind (and is warned about).")
+@click.option("--progress", default=5.0, type=float, show_default=True, help="Seconds between progress lines.")
+def immerse(model: str, hosts: tuple[str, ...], binds: tuple[str, ...], tap_fds: tuple[str, ...],
+            duration: int | None, ratio: float, out: str | None, seed: int, capture: tuple[str, ...],
+            param: tuple[str, ...], no_offload: bool, interval: int | None, behind_threshold: int,
+            progress: float) -> None:
+    """Run MODEL in real time with real hosts attached to its emulated hosts (see docs/IMMERSION.md).
+
+    Ends after --duration, or on SIGTERM/SIGINT; writes results to --out; removes what it made."""
+    from primogeni.immersion.run import main as run_immerse
+
+    sys.exit(run_immerse(model, hosts=hosts, binds=binds, tap_fds=tap_fds, say=lambda m: click.echo(m, err=True),
+                         params=_params(param), duration=duration, ratio=ratio, out=out, seed=seed,
+                         capture=capture, offload=not no_offload, interval=interval,
+                         behind_threshold=behind_threshold, progress=progress))
+
+
 from primogeni.cli.geni import register as _register_geni  # noqa: E402  (after `main` exists)
 
 _register_geni(main)
