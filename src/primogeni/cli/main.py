@@ -274,11 +274,13 @@ def check(model: str, param: tuple[str, ...]) -> None:
 @click.option("--interval", default=None, callback=_duration, help="Time-series interval (default 100ms).")
 @click.option("--behind-threshold", default="1ms", callback=_duration, show_default=True,
               help="An event this late or later counts as falling behind (and is warned about).")
+@click.option("--spin", default=None, callback=_duration,
+              help="Busy-poll this long before each event (default 200us; 0 never; e.g. 1h: always, a whole core).")
 @click.option("--progress", default=5.0, type=float, show_default=True, help="Seconds between progress lines.")
 def immerse(model: str, hosts: tuple[str, ...], binds: tuple[str, ...], tap_fds: tuple[str, ...],
             duration: int | None, ratio: float, out: str | None, seed: int, capture: tuple[str, ...],
             param: tuple[str, ...], no_offload: bool, interval: int | None, behind_threshold: int,
-            progress: float) -> None:
+            spin: int | None, progress: float) -> None:
     """Run MODEL in real time with real hosts attached to its emulated hosts (see docs/IMMERSION.md).
 
     Ends after --duration, or on SIGTERM/SIGINT; writes results to --out; removes what it made."""
@@ -287,7 +289,7 @@ def immerse(model: str, hosts: tuple[str, ...], binds: tuple[str, ...], tap_fds:
     sys.exit(run_immerse(model, hosts=hosts, binds=binds, tap_fds=tap_fds, say=lambda m: click.echo(m, err=True),
                          params=_params(param), duration=duration, ratio=ratio, out=out, seed=seed,
                          capture=capture, offload=not no_offload, interval=interval,
-                         behind_threshold=behind_threshold, progress=progress))
+                         behind_threshold=behind_threshold, spin=spin, progress=progress))
 
 
 from primogeni.cli.geni import register as _register_geni  # noqa: E402  (after `main` exists)
