@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from lxml import etree
 
@@ -67,11 +67,15 @@ def test_ticket_flow(federation, am_service) -> None:
     ad = pg(cm.DiscoverResources({"credentials": [federation.user_cred("alice").xml], "available": True}))
     validate(ad, "advertisement")
 
+    asked = datetime.now(UTC)
     ticket = pg(cm.GetTicket({"slice_urn": slice_urn, "rspec": REQUEST, "credentials": [cred]}))
     parsed = Credential.parse(ticket)
     assert parsed.type == "ticket" and parsed.owner_urn == federation.users["alice"].gid.urn
     assert parsed.target_urn == federation.am.gid.urn
-    assert parsed.ticket is not None and parsed.ticket.redeem_before <= NOW + timedelta(minutes=11)
+    # redeemable for the AM's 10 minutes from when it was asked (seconds are cut: 1 s of slack)
+    assert parsed.ticket is not None
+    assert asked + timedelta(minutes=10) - timedelta(seconds=1) <= parsed.ticket.redeem_before
+    assert parsed.ticket.redeem_before <= datetime.now(UTC) + timedelta(minutes=10, seconds=1)
     assert cm.GetTicket({"slice_urn": slice_urn, "rspec": REQUEST, "credentials": [cred]})["code"] == \
         GeniCode.ALREADYEXISTS
     held = state(am_service)
