@@ -375,14 +375,11 @@ class Substrate:
             removed += _destroy_containers(self.state_dir(node.name) / "containers")
             removed += clean.remove_node_objects(node.name, log=log)
             _remove_runtime_files(self.state_dir(node.name))
-            conf = sshd.conf_root(node.name, self.state_dir(node.name))
-            if conf.is_dir():
-                shutil.rmtree(conf, ignore_errors=True)
-                removed.append(f"sshd files {conf}")
-            fifos = vsys_root(self.state_dir(node.name))
-            if fifos.is_dir():
-                shutil.rmtree(fifos, ignore_errors=True)
-                removed.append(f"vsys FIFOs {fifos}")
+            for what, tree in (("sshd files", sshd.conf_root(node.name, self.state_dir(node.name))),
+                               ("vsys FIFOs", vsys_root(self.state_dir(node.name)))):
+                if tree.is_dir():
+                    shutil.rmtree(tree, ignore_errors=True)
+                    removed.append(f"{what} {tree}")
         removed += remove_network(layout)
         if purge:
             shutil.rmtree(self.dir, ignore_errors=True)
