@@ -34,8 +34,11 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _netbench import iperf, percentile, ping
 from primogeni.emu import links, netns
 from primogeni.emu.packetio import Endpoint, PacketEndpoint, TapEndpoint
 
@@ -48,7 +51,6 @@ CASES = {
 }
 HOST_A, HOST_B = "primoha", "primohb"  # the hosts' interfaces (in A and in B)
 SIM_A, SIM_B = "primosa", "primosb"  # the simulator's veth ends (AF_PACKET cases, in S)
-PORT = 5201
 BATCH = 64
 
 
@@ -118,49 +120,6 @@ def setup_hosts(case: str, a: str, b: str, subnet: int) -> None:
     for ns, dev, host in ((a, HOST_A, 1), (b, HOST_B, 2)):
         with netns.iproute(ns) as ipr:
             links.add_address(ipr, dev, address(subnet, host))
-
-
-def listening(pid: int, port: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/net/tcp") as table:
-            next(table)
-            return any(line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A" for line in table)
-    except OSError:
-        return False
-
-
-def iperf(a: str, b: str, dst: str, seconds: int, omit: int, procs: list[subprocess.Popen[Any]]) -> float:
-    """TCP A->B in Gbit/s (iperf3's receiver figure)."""
-    server = netns.popen(b, ["iperf3", "-s", "-1", "-B", dst, "-p", str(PORT)], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    procs.append(server)
-    deadline = time.monotonic() + 10
-    while not listening(server.pid, PORT):
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the iperf3 server did not start")
-        time.sleep(0.01)
-    run = netns.run(a, ["iperf3", "-c", dst, "-p", str(PORT), "-t", str(seconds), "-O", str(omit), "-J"],
-                    capture_output=True, text=True, timeout=seconds + omit + 30)
-    server.wait(timeout=10)
-    result = json.loads(run.stdout)
-    if run.returncode != 0 or "error" in result:
-        raise RuntimeError(f"iperf3 failed: {result.get('error', run.stderr)}")
-    return float(result["end"]["sum_received"]["bits_per_second"]) / 1e9
-
-
-def ping(a: str, dst: str, count: int, interval: str = "0.005") -> list[float]:
-    """RTTs in µs of ``count`` pings ``interval`` seconds apart (ping prints them to the µs)."""
-    run = netns.run(a, ["ping", "-n", "-c", str(count), "-i", interval, "-W", "1", dst], capture_output=True,
-                    text=True, timeout=count * 0.01 + 30)
-    rtts = [float(line.rsplit("time=", 1)[1].split()[0]) * 1000 for line in run.stdout.splitlines() if "time=" in line]
-    if not rtts:
-        raise RuntimeError(f"no ping answered: {run.stdout[-300:]} {run.stderr[-300:]}")
-    return rtts
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def stats(forwarder: subprocess.Popen[str]) -> dict[str, Any]:
