@@ -15,9 +15,7 @@ import secrets
 from collections.abc import Callable, Iterator
 
 import pytest
-from tests.emu.fixtures import ROOT_REASON, _skip_root_tests_unless_root, kill_inside
-
-from primogeni.emu import netns
+from tests.emu.fixtures import ROOT_REASON, _skip_root_tests_unless_root, namespace_factory
 
 __all__ = ["_skip_root_tests_unless_root", "netns_factory"]
 
@@ -27,17 +25,5 @@ def netns_factory() -> Iterator[Callable[..., str]]:
     """Make uniquely named ``primo-t…`` namespaces; all are emptied and removed at teardown."""
     if os.geteuid() != 0:
         pytest.skip(ROOT_REASON)
-    made: list[str] = []
-
-    def make(label: str = "") -> str:
-        name = f"primo-t{secrets.token_hex(3)}" + (f"-{label}" if label else "")
-        netns.create(name)
-        made.append(name)
-        return name
-
-    try:
+    with namespace_factory(lambda label: f"primo-t{secrets.token_hex(3)}" + (f"-{label}" if label else "")) as make:
         yield make
-    finally:
-        for name in reversed(made):
-            kill_inside(name)
-            netns.remove(name)

@@ -12,7 +12,8 @@ import shutil
 import signal
 import subprocess
 import time
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 
 import pytest
 
@@ -88,3 +89,23 @@ def iperf_mbps(client: str, server_ns: str, server_ip: str, seconds: int, omit: 
     finally:
         server.kill()
         server.wait()
+
+
+@contextmanager
+def namespace_factory(name_of: Callable[[str], str]) -> Iterator[Callable[..., str]]:
+    """``make(label="")`` creates namespace ``name_of(label)`` and returns its name; on exit, whatever
+    happened, every process still inside one is killed (by pid) and the namespaces are removed."""
+    made: list[str] = []
+
+    def make(label: str = "") -> str:
+        name = name_of(label)
+        netns.create(name)
+        made.append(name)
+        return name
+
+    try:
+        yield make
+    finally:
+        for name in reversed(made):
+            kill_inside(name)
+            netns.remove(name)

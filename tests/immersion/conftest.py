@@ -16,33 +16,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from tests.emu.fixtures import ROOT_REASON, _skip_root_tests_unless_root, kill_inside
+from tests.emu.fixtures import ROOT_REASON, _skip_root_tests_unless_root, namespace_factory
 from tests.immersion.support import Immerse
-
-from primogeni.emu import netns
 
 __all__ = ["_skip_root_tests_unless_root", "immerse", "namespaces"]
 
 
 @pytest.fixture
-def namespaces() -> Iterator[Callable[[str], str]]:
+def namespaces() -> Iterator[Callable[..., str]]:
     if os.geteuid() != 0:
         pytest.skip(ROOT_REASON)
     tag = secrets.token_hex(3)
-    made: list[str] = []
-
-    def make(label: str) -> str:
-        name = f"primo-im{tag}-{label}"
-        netns.create(name)
-        made.append(name)
-        return name
-
-    try:
+    with namespace_factory(lambda label: f"primo-im{tag}-{label}") as make:
         yield make
-    finally:
-        for name in reversed(made):
-            kill_inside(name)
-            netns.remove(name)
 
 
 @pytest.fixture
