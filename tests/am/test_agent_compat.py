@@ -7,6 +7,7 @@ is recorded, so this checks that the AM and the agents speak the same protocol w
 
 from __future__ import annotations
 
+import shutil
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from primogeni.agent.config import AgentConfig
+from primogeni.agent.names import vsys_root
 from primogeni.agent.service import AgentService
 from primogeni.agent.spec import LinkSpec, SliverSpec
 from primogeni.am.service import AmService
@@ -149,6 +151,7 @@ def real_agents(federation: Federation, data_dir: Path, tmp_path: Path) -> Itera
     finally:
         for n in nodes.values():
             n.service.stop()
+            shutil.rmtree(vsys_root(n.service.config.state_dir), ignore_errors=True)  # its FIFOs, on /dev/shm
         am.stop()
 
 
