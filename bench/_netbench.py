@@ -16,15 +16,6 @@ from primogeni.emu import netns
 PORT = 5201
 
 
-def listening(pid: int, port: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/net/tcp") as table:
-            next(table)
-            return any(line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A" for line in table)
-    except OSError:
-        return False
-
-
 def iperf(a: str, b: str, dst: str, seconds: int, omit: int, procs: list[subprocess.Popen[Any]],
           rate: str | None = None, port: int = PORT) -> float:
     """TCP A->B in Gbit/s (iperf3's receiver figure); ``rate``: iperf3 -b (paced)."""
@@ -32,7 +23,7 @@ def iperf(a: str, b: str, dst: str, seconds: int, omit: int, procs: list[subproc
                          stderr=subprocess.DEVNULL)
     procs.append(server)
     deadline = time.monotonic() + 10
-    while not listening(server.pid, port):
+    while not netns.tcp_listening(server.pid, port):
         if server.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("the iperf3 server did not start")
         time.sleep(0.01)

@@ -58,16 +58,6 @@ def kill_inside(name: str) -> None:
             time.sleep(0.01)
 
 
-def _listening(pid: int, port: int) -> bool:
-    """Whether process ``pid`` (or anyone in its namespace) listens on TCP ``port``: /proc/PID/net/tcp."""
-    try:
-        with open(f"/proc/{pid}/net/tcp") as table:
-            next(table)
-            return any(line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A" for line in table)
-    except OSError:
-        return False
-
-
 def iperf_mbps(client: str, server_ns: str, server_ip: str, seconds: int, omit: int = 0, port: int = 5301) -> float:
     """TCP throughput from namespace ``client`` to ``server_ip`` in ``server_ns`` measured by iperf3, in
     Mbit/s (the first ``omit`` seconds not counted); skips the test when iperf3 is not installed."""
@@ -78,7 +68,7 @@ def iperf_mbps(client: str, server_ns: str, server_ip: str, seconds: int, omit: 
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
-        while not _listening(server.pid, port):
+        while not netns.tcp_listening(server.pid, port):
             assert server.poll() is None and time.monotonic() < deadline, "the iperf3 server did not start"
             time.sleep(0.01)
         run = netns.run(client, [iperf, "-c", server_ip, "-p", str(port), "-t", str(seconds), "-O", str(omit), "-J"],

@@ -379,3 +379,18 @@ def get_sysctl(name: str | Path | None, key: str) -> str:
                 os.close(fd)
     except OSError as exc:
         raise EmuError(f"cannot read {key}: {exc}", str(name) if name else key) from exc
+
+
+def tcp_listening(pid: int, port: int) -> bool:
+    """Whether process ``pid`` sees a TCP socket listening on ``port`` in its network namespace
+    (``/proc/PID/net/tcp`` and ``tcp6``): how to wait for a server started in a namespace."""
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                return True
+    return False

@@ -31,14 +31,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from primogeni.emu import container
+from primogeni.emu import container, netns
 from primogeni.emu.container import Container
 from primogeni.errors import EmuError, FeatureMissing
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 3.0
 PRIVATE_IN_CONTAINER = (Path("/tmp"), Path("/home"), Path("/run"), Path("/dev/shm"))
-_TCP_LISTEN = "0A"
 
 _starters: dict[int, subprocess.Popen[Any]] = {}  # sshd pid -> the nsenter that started it (to reap it)
 
@@ -118,20 +117,6 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
-def _listening(pid: int, port: int) -> bool:
-    """Whether process ``pid`` sees a TCP socket listening on ``port`` (in its network namespace)."""
-    for table in ("tcp", "tcp6"):
-        try:
-            rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if len(fields) > 3 and fields[3] == _TCP_LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
-
-
 def _children(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -192,7 +177,7 @@ def start(c: Container, *, address: str, port: int, users: Sequence[tuple[str, S
         if starter.poll() is not None:
             raise EmuError(f"sshd exited ({starter.returncode}): {_log_tail(log)}", what=c.name)
         server = next((p for p in _children(starter.pid) if _is_sshd(p, sshd)), None)
-        if server is not None and _listening(server, port):
+        if server is not None and netns.tcp_listening(server, port):
             _starters[server] = starter
             return server
         time.sleep(0.01)
