@@ -12,15 +12,14 @@ step fails.
 from __future__ import annotations
 
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-PRIMO = [sys.executable, "-m", "primogeni.cli.main"]
+from _demo import PRIMO, free_port, primo, stop, wait_for
+
 REQUEST = """<rspec xmlns="http://www.geni.net/resources/rspec/3" type="request">
   <node client_id="h1" exclusive="false"><sliver_type name="emulated-host"/>
     <interface client_id="h1:if0"><ip address="192.168.1.1" netmask="255.255.255.0" type="ipv4"/></interface></node>
@@ -41,29 +40,6 @@ def public_key() -> str:
     raw = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                                  serialization.PublicFormat.OpenSSH)
     return raw.decode() + " alice@demo\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def primo(home: Path, *args: str) -> None:
-    print(f"\n$ primo {' '.join(args)}", flush=True)
-    subprocess.run([*PRIMO, *args, "--home", str(home)], check=True)
-
-
-def wait_for(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"{what} did not listen on 127.0.0.1:{port}")
 
 
 def main() -> None:
@@ -92,15 +68,7 @@ def main() -> None:
         primo(home, "slice", "list")
         print("\nGENI demo: done")
     finally:
-        for proc in servers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in servers:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(servers)
         if made:
             shutil.rmtree(home, ignore_errors=True)
 

@@ -18,15 +18,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-PRIMO = [sys.executable, "-m", "primogeni.cli.main"]
+from _demo import PRIMO, free_port, primo, step, stop, wait_for
+
 HOST = "10.254.0.1"
 AUTH = "urn:publicid:IDN+primo+node+"
 REQUEST = f"""<rspec xmlns="http://www.geni.net/resources/rspec/3" type="request">
@@ -40,38 +39,6 @@ REQUEST = f"""<rspec xmlns="http://www.geni.net/resources/rspec/3" type="request
     <interface_ref client_id="h3:if0"/></link>
 </rspec>
 """
-
-
-def step(text: str) -> None:
-    print(f"\n==> {text}", flush=True)
-
-
-def primo(home: Path, *args: str, capture: bool = False) -> str:
-    print(f"$ primo {' '.join(args)}", flush=True)
-    cut = args.index("--") if "--" in args else len(args)  # options go before a command's own arguments
-    out = subprocess.run([*PRIMO, *args[:cut], "--home", str(home), *args[cut:]], text=True, check=False,
-                         capture_output=capture)
-    if out.returncode != 0:
-        raise SystemExit(f"primo {' '.join(args)} failed ({out.returncode})\n{out.stdout or ''}{out.stderr or ''}")
-    return out.stdout or ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex((HOST, port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"{what} did not listen on {HOST}:{port}")
 
 
 def wait_for_agents(home: Path, nodes: int) -> None:
@@ -108,7 +75,7 @@ def main() -> None:
         for name, port, extra in (("ch", ch_port, []), ("am", am_port, ["--driver", "agents"])):
             proc = subprocess.Popen([*PRIMO, name, "--home", str(home), "--host", HOST, *extra])
             servers.append(proc)
-            wait_for(port, proc, f"primo {name}")
+            wait_for(port, proc, f"primo {name}", HOST)
         wait_for_agents(home, 4)
         primo(home, "substrate", "status")
         step("member, project, experiment, SSH key; what the aggregate offers")
@@ -155,15 +122,7 @@ def main() -> None:
         primo(home, "delete", "exp1")
         print("\nsubstrate demo: done")
     finally:
-        for proc in servers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in servers:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(servers)
         if substrate:
             subprocess.run([*PRIMO, "substrate", "down", "--home", str(home)], check=False)
         if made:
