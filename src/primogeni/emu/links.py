@@ -22,7 +22,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,13 @@ from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-unty
 
 from primogeni.emu import sys as esys
 from primogeni.emu.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLMSG
+from primogeni.emu.netlink import fail as _fail
 from primogeni.emu.netlink import nla as _nla
 from primogeni.emu.netlink import nla_ip4 as _nla_ip4
 from primogeni.emu.netlink import nla_mac as _nla_mac
 from primogeni.emu.netlink import nla_str as _nla_str
 from primogeni.emu.netlink import nla_u32 as _nla_u32
+from primogeni.emu.netlink import request as _request
 from primogeni.emu.netlink import talk as _talk
 from primogeni.errors import EmuError, FeatureMissing
 
@@ -97,27 +99,6 @@ def _setlink(ipr: IPRoute, name: Device, attrs: bytes = b"", flags: int = 0, cha
     _talk(ipr, RTM_NEWLINK, NLM_F_ACK, _ifinfo(idx, flags, change) + naming + attrs)
 
 
-# -- errors --------------------------------------------------------------------------------------
-
-def _fail(exc: NetlinkError | OSError, what: str, action: str) -> EmuError:
-    code = exc.code if isinstance(exc, NetlinkError) else exc.errno
-    text = os.strerror(code) if code else str(exc)
-    return EmuError(f"cannot {action}: {text} (errno {code})", what)
-
-
-def _request(what: str, action: str, call: Callable[..., Any], *args: Any,
-             ignore: tuple[int, ...] = (), **kwargs: Any) -> Any:
-    """One netlink call; ``NetlinkError`` becomes ``EmuError`` unless its errno is in ``ignore``."""
-    try:
-        return call(*args, **kwargs)
-    except NetlinkError as exc:
-        if int(exc.code) in ignore:
-            return None
-        raise _fail(exc, what, action) from exc
-    except OSError as exc:
-        raise _fail(exc, what, action) from exc
-
-
 # -- looking devices up --------------------------------------------------------------------------
 
 def index(ipr: IPRoute, name: Device) -> int | None:
@@ -129,7 +110,8 @@ def index(ipr: IPRoute, name: Device) -> int | None:
     return _reply_index(reply)
 
 
-def _index(ipr: IPRoute, name: Device) -> int:
+def index_of(ipr: IPRoute, name: Device) -> int:
+    """The interface index of ``name``; ``EmuError`` naming it when there is no such device."""
     idx = index(ipr, name)
     if idx is None:
         raise EmuError("no such network device", str(name))
@@ -169,7 +151,7 @@ def _newlink(ipr: IPRoute, name: str, kind: str, data: bytes, *, mac: str | None
     if mtu is not None:
         attrs += _nla_u32(IFLA_MTU, mtu)
     if master is not None:
-        attrs += _nla_u32(IFLA_MASTER, _index(ipr, master))
+        attrs += _nla_u32(IFLA_MASTER, index_of(ipr, master))
     linkinfo = _nla_str(IFLA_INFO_KIND, kind) + (_nla(IFLA_INFO_DATA, data) if data else b"")
     body = _ifinfo(0, IFF_UP if up else 0, IFF_UP if up else 0) + attrs + extra + _nla(IFLA_LINKINFO, linkinfo)
     try:
@@ -184,7 +166,7 @@ def _newlink(ipr: IPRoute, name: str, kind: str, data: bytes, *, mac: str | None
     except OSError as exc:
         raise _fail(exc, name, f"create the {kind} device") from exc
     idx = _reply_index(reply)
-    return idx if idx else _index(ipr, name)  # kernels before 6.3 do not echo new links
+    return idx if idx else index_of(ipr, name)  # kernels before 6.3 do not echo new links
 
 
 def add_veth(ipr: IPRoute, name: str, peer: str, *, peer_netns: str | Path | None = None,
@@ -236,7 +218,7 @@ def add_vxlan(ipr: IPRoute, name: str, vni: int, *, local: str, dev: Device | No
     data = (_nla_u32(IFLA_VXLAN_ID, vni) + _nla_ip4(IFLA_VXLAN_LOCAL, local)
             + _nla(IFLA_VXLAN_PORT, struct.pack(">H", port)) + _nla(IFLA_VXLAN_LEARNING, b"\1"))
     if dev is not None:
-        data += _nla_u32(IFLA_VXLAN_LINK, _index(ipr, dev))
+        data += _nla_u32(IFLA_VXLAN_LINK, index_of(ipr, dev))
     return _newlink(ipr, name, "vxlan", data, mtu=mtu, master=master, up=up)
 
 
@@ -248,7 +230,7 @@ def add_gretap(ipr: IPRoute, name: str, key: int, *, local: str, remote: str, mt
     if mtu is not None:
         opts["mtu"] = mtu
     if master is not None:
-        opts["master"] = _index(ipr, master)
+        opts["master"] = index_of(ipr, master)
     if up:
         opts.update(flags=IFF_UP, change=IFF_UP)
     try:
@@ -259,7 +241,7 @@ def add_gretap(ipr: IPRoute, name: str, key: int, *, local: str, remote: str, mt
         if int(exc.code) == errno.EEXIST:
             raise EmuError("a device of this name exists already (creating a gretap)", name) from exc
         raise _fail(exc, name, "create the gretap device") from exc
-    return _index(ipr, name)
+    return index_of(ipr, name)
 
 
 def delete(ipr: IPRoute, name: Device) -> None:
@@ -297,7 +279,7 @@ def is_up(ipr: IPRoute, name: Device) -> bool:
 
 def set_master(ipr: IPRoute, name: Device, bridge: Device | None) -> None:
     """Attach the device to ``bridge`` (``None``: detach it from its bridge)."""
-    master = 0 if bridge is None else _index(ipr, bridge)
+    master = 0 if bridge is None else index_of(ipr, bridge)
     _request(str(name), f"attach the device to {bridge}", _setlink, ipr, name, _nla_u32(IFLA_MASTER, master))
 
 
@@ -328,7 +310,7 @@ def is_isolated(ipr: IPRoute, name: Device) -> bool:
 def add_address(ipr: IPRoute, name: Device, iface: ipaddress.IPv4Interface) -> None:
     """Give the device the address ``iface`` (address and prefix); nothing happens when it has it."""
     iface = ipaddress.IPv4Interface(iface)
-    idx = _index(ipr, name)
+    idx = index_of(ipr, name)
     body = (_IFADDR.pack(socket.AF_INET, iface.network.prefixlen, 0, 0, idx)
             + _nla_ip4(IFA_LOCAL, iface.ip) + _nla_ip4(IFA_ADDRESS, iface.ip))
     _request(str(name), f"add address {iface}", _talk, ipr, RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body,
@@ -337,7 +319,7 @@ def add_address(ipr: IPRoute, name: Device, iface: ipaddress.IPv4Interface) -> N
 
 def addresses(ipr: IPRoute, name: Device) -> list[ipaddress.IPv4Interface]:
     """The IPv4 addresses of the device."""
-    idx = _index(ipr, name)
+    idx = index_of(ipr, name)
     msgs = _request(str(name), "list addresses", ipr.addr, "dump", index=idx, family=socket.AF_INET)
     return [ipaddress.IPv4Interface(f"{m.get('IFA_ADDRESS')}/{m['prefixlen']}") for m in msgs if m["index"] == idx]
 
@@ -354,19 +336,19 @@ def add_default_route(ipr: IPRoute, gateway: str | ipaddress.IPv4Address) -> Non
 
 def fdb_add_remote(ipr: IPRoute, dev: Device, remote: str) -> None:
     """Flood to ``remote`` over the VXLAN device: an all-zero FDB entry (head-end replication)."""
-    _request(str(dev), f"add the flood entry to {remote}", ipr.fdb, "append", ifindex=_index(ipr, dev),
+    _request(str(dev), f"add the flood entry to {remote}", ipr.fdb, "append", ifindex=index_of(ipr, dev),
              lladdr=ZERO_MAC, dst=str(remote), ignore=(errno.EEXIST,))
 
 
 def fdb_del_remote(ipr: IPRoute, dev: Device, remote: str) -> None:
     """Stop flooding to ``remote``; nothing happens when there is no such entry."""
-    _request(str(dev), f"delete the flood entry to {remote}", ipr.fdb, "del", ifindex=_index(ipr, dev),
+    _request(str(dev), f"delete the flood entry to {remote}", ipr.fdb, "del", ifindex=index_of(ipr, dev),
              lladdr=ZERO_MAC, dst=str(remote), ignore=(errno.ENOENT,))
 
 
 def fdb_remotes(ipr: IPRoute, dev: Device) -> set[str]:
     """The remotes the VXLAN device floods to (its all-zero FDB entries)."""
-    idx = _index(ipr, dev)
+    idx = index_of(ipr, dev)
     found = set()
     for msg in _request(str(dev), "list FDB entries", ipr.fdb, "dump", ifindex=idx):
         if msg["ifindex"] == idx and msg.get("NDA_LLADDR") == ZERO_MAC and msg.get("NDA_DST"):

@@ -15,6 +15,8 @@ import itertools
 import os
 import select
 import struct
+from collections.abc import Callable
+from typing import Any
 
 from pyroute2 import IPRoute  # type: ignore[import-untyped, unused-ignore]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped, unused-ignore]
@@ -95,5 +97,27 @@ def talk(ipr: IPRoute, msg_type: int, flags: int, body: bytes) -> bytes | None:
                 return reply
 
 
+def fail(exc: NetlinkError | OSError, what: str, action: str) -> EmuError:
+    """The ``EmuError`` for a refused request: what could not be done, the kernel's reason and errno."""
+    code = exc.code if isinstance(exc, NetlinkError) else exc.errno
+    text = os.strerror(code) if code else str(exc)
+    return EmuError(f"cannot {action}: {text} (errno {code})", what)
+
+
+def request(what: str, action: str, call: Callable[..., Any], *args: Any,
+            ignore: tuple[int, ...] = (), **kwargs: Any) -> Any:
+    """One netlink call; ``NetlinkError`` (or ``OSError``) becomes ``EmuError`` unless its errno is in
+    ``ignore`` (then ``None``)."""
+    try:
+        return call(*args, **kwargs)
+    except NetlinkError as exc:
+        if int(exc.code) in ignore:
+            return None
+        raise fail(exc, what, action) from exc
+    except OSError as exc:
+        raise fail(exc, what, action) from exc
+
+
 __all__ = ["NLMSG", "NLMSG_DONE", "NLMSG_ERROR", "NLM_F_ACK", "NLM_F_CREATE", "NLM_F_ECHO", "NLM_F_EXCL",
-           "NLM_F_REPLACE", "NLM_F_REQUEST", "nla", "nla_ip4", "nla_mac", "nla_str", "nla_u32", "talk"]
+           "NLM_F_REPLACE", "NLM_F_REQUEST", "fail", "nla", "nla_ip4", "nla_mac", "nla_str", "nla_u32", "request",
+           "talk"]

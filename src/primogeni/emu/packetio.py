@@ -43,15 +43,12 @@ import fcntl
 import os
 import socket
 import struct
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped, unused-ignore]
-
-from primogeni.emu import links
+from primogeni.emu import links, netlink
 from primogeni.emu import netns as namespaces
 from primogeni.emu import sys as esys
 from primogeni.errors import EmuError, FeatureMissing
@@ -301,21 +298,21 @@ class TapEndpoint(Endpoint):
                 idx = links.index(ipr, self.name)
                 if idx is None:
                     raise EmuError("the TAP vanished before it could be moved", _where(self.name, self.netns))
-                _netlink(ipr.link, "set", index=idx, net_ns_fd=target,
-                         what=_where(self.name, self.netns), action=f"move the TAP to {host_netns}")
+                netlink.request(_where(self.name, self.netns), f"move the TAP to {host_netns}", ipr.link, "set",
+                                index=idx, net_ns_fd=target)
         finally:
             os.close(target)
         self.netns = host_netns
 
     def _configure(self, mac: str | None, mtu: int | None) -> None:
-        settings: dict[str, object] = {"state": "up"}
+        settings: dict[str, Any] = {"state": "up"}
         if mac is not None:
             settings["address"] = mac
         if mtu is not None:
             settings["mtu"] = mtu
         with namespaces.iproute(self.netns) as ipr:
-            _netlink(ipr.link, "set", ifname=self.name, **settings, what=_where(self.name, self.netns),
-                     action="set the TAP's address, MTU and state")
+            netlink.request(_where(self.name, self.netns), "set the TAP's address, MTU and state", ipr.link, "set",
+                            ifname=self.name, **settings)
 
 
 # -- AF_PACKET -----------------------------------------------------------------------------------
@@ -485,14 +482,6 @@ class PacketEndpoint(Endpoint):
 def _scope(ns: str | Path | None) -> AbstractContextManager[None]:
     """``esys.in_netns(ns)``, or a no-op for ``None`` (this thread's own namespace)."""
     return esys.in_netns(ns) if ns is not None else nullcontext()
-
-
-def _netlink(call: Callable[..., Any], *args: object, what: str, action: str, **kwargs: object) -> Any:
-    try:
-        return call(*args, **kwargs)
-    except NetlinkError as exc:
-        code = int(exc.code)
-        raise EmuError(f"cannot {action}: {os.strerror(code)} (errno {code})", what) from exc
 
 
 SIOCETHTOOL = 0x8946

@@ -24,7 +24,7 @@ from pyroute2 import IPRoute  # type: ignore[import-untyped, unused-ignore]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped, unused-ignore]
 
 from primogeni.emu import links
-from primogeni.emu.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, nla, nla_str, talk
+from primogeni.emu.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, fail, nla, nla_str, talk
 from primogeni.errors import EmuError, FeatureMissing
 
 RTM_NEWQDISC, RTM_DELQDISC, RTM_NEWTFILTER = 36, 37, 44
@@ -51,19 +51,12 @@ def _tcmsg(index: int, handle: int, parent: int, info: int = 0) -> bytes:
     return _TCMSG.pack(socket.AF_UNSPEC, index, handle, parent, info)
 
 
-def _index(ipr: IPRoute, device: links.Device) -> int:
-    idx = links.index(ipr, device)
-    if idx is None:
-        raise EmuError("no such network device", str(device))
-    return idx
-
-
 def _fail(exc: NetlinkError, device: links.Device, action: str) -> EmuError:
     code = int(exc.code)
     if code in (errno.ENOENT, errno.EOPNOTSUPP):
         return FeatureMissing(f"cannot {action}: this kernel lacks the ingress qdisc, u32 or mirred "
                               f"({os.strerror(code)})", str(device))
-    return EmuError(f"cannot {action}: {os.strerror(code)} (errno {code})", str(device))
+    return fail(exc, str(device), action)
 
 
 def _filter_body(index: int, target: int) -> bytes:
@@ -76,9 +69,7 @@ def _filter_body(index: int, target: int) -> bytes:
     return _tcmsg(index, PATCH_HANDLE, INGRESS_HANDLE, info) + nla_str(TCA_KIND, "u32") + nla(TCA_OPTIONS, options)
 
 
-def redirect(ipr: IPRoute, device: links.Device, target: links.Device) -> None:
-    """Send every frame ``device`` receives out of ``target`` (replacing an earlier redirect)."""
-    idx, to = _index(ipr, device), _index(ipr, target)
+def _redirect(ipr: IPRoute, idx: int, to: int, device: links.Device, target: links.Device) -> None:
     try:
         talk(ipr, RTM_NEWQDISC, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
              _tcmsg(idx, INGRESS_HANDLE, TC_H_INGRESS) + nla_str(TCA_KIND, "ingress"))
@@ -91,10 +82,16 @@ def redirect(ipr: IPRoute, device: links.Device, target: links.Device) -> None:
         raise _fail(exc, device, f"redirect its frames to device {target}") from exc
 
 
+def redirect(ipr: IPRoute, device: links.Device, target: links.Device) -> None:
+    """Send every frame ``device`` receives out of ``target`` (replacing an earlier redirect)."""
+    _redirect(ipr, links.index_of(ipr, device), links.index_of(ipr, target), device, target)
+
+
 def patch(ipr: IPRoute, a: links.Device, b: links.Device) -> None:
-    """Join ``a`` and ``b``: what either receives leaves through the other."""
-    redirect(ipr, a, b)
-    redirect(ipr, b, a)
+    """Join ``a`` and ``b``: what either receives leaves through the other (two look-ups, four requests)."""
+    ia, ib = links.index_of(ipr, a), links.index_of(ipr, b)
+    _redirect(ipr, ia, ib, a, b)
+    _redirect(ipr, ib, ia, b, a)
 
 
 def unpatch(ipr: IPRoute, device: links.Device) -> None:
@@ -124,7 +121,7 @@ def _mirred_target(message: Any) -> int | None:
 
 def redirect_of(ipr: IPRoute, device: links.Device) -> int | None:
     """The index of the device ``device``'s frames are redirected to, or ``None`` when they are not."""
-    idx = _index(ipr, device)
+    idx = links.index_of(ipr, device)
     try:
         filters = ipr.get_filters(index=idx, parent=INGRESS_HANDLE)
     except NetlinkError as exc:

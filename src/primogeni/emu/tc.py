@@ -48,13 +48,6 @@ def _tc(ipr: IPRoute, ifname: str, action: str, *args: Any, **kwargs: Any) -> An
         raise EmuError(f"cannot {action}: {exc}", ifname) from exc
 
 
-def _index(ipr: IPRoute, ifname: str) -> int:
-    idx = links.index(ipr, ifname)
-    if idx is None:
-        raise EmuError("no such network device", ifname)
-    return idx
-
-
 def shape(ipr: IPRoute, ifname: str, rate_kbps: int, *, burst_bytes: int | None = None,
           latency_ms: float = 50) -> None:
     """Limit what ``ifname`` sends to ``rate_kbps`` with a tbf root qdisc (replacing the old root qdisc)."""
@@ -62,7 +55,7 @@ def shape(ipr: IPRoute, ifname: str, rate_kbps: int, *, burst_bytes: int | None 
     burst = burst_bytes if burst_bytes is not None else default_burst(rate_kbps)
     if burst <= 0 or latency_ms <= 0:
         raise EmuError(f"burst ({burst}) and latency ({latency_ms} ms) must be positive", ifname)
-    idx = _index(ipr, ifname)
+    idx = links.index_of(ipr, ifname)
     clear(ipr, ifname)
     _tc(ipr, ifname, f"shape to {rate_kbps} kbit/s", "add", "tbf", index=idx, handle=ROOT_HANDLE, rate=rate,
         burst=burst, latency=int(latency_ms * 1000))
@@ -71,7 +64,7 @@ def shape(ipr: IPRoute, ifname: str, rate_kbps: int, *, burst_bytes: int | None 
 def shape_htb(ipr: IPRoute, ifname: str, rate_kbps: int) -> None:
     """Limit ``ifname`` to ``rate_kbps`` with htb: root ``1:`` whose default class ``1:10`` has that rate."""
     rate = _bytes_per_second(rate_kbps)
-    idx = _index(ipr, ifname)
+    idx = links.index_of(ipr, ifname)
     clear(ipr, ifname)
     _tc(ipr, ifname, "add the htb root qdisc", "add", "htb", index=idx, handle=ROOT_HANDLE,
         default=HTB_DEFAULT_MINOR)
@@ -82,7 +75,7 @@ def shape_htb(ipr: IPRoute, ifname: str, rate_kbps: int) -> None:
 
 def clear(ipr: IPRoute, ifname: str) -> None:
     """Remove the root qdisc (back to the default); nothing happens when there is none of ours."""
-    idx = _index(ipr, ifname)
+    idx = links.index_of(ipr, ifname)
     try:
         ipr.tc("del", index=idx, parent=TC_H_ROOT)
     except NetlinkError as exc:
@@ -103,7 +96,7 @@ def _root_qdisc(ipr: IPRoute, idx: int, ifname: str) -> Any:
 
 def rate_of(ipr: IPRoute, ifname: str) -> int | None:
     """The rate (kbit/s) the root qdisc limits ``ifname`` to, read from the kernel; ``None`` if unshaped."""
-    idx = _index(ipr, ifname)
+    idx = links.index_of(ipr, ifname)
     root = _root_qdisc(ipr, idx, ifname)
     if root is None:
         return None
