@@ -166,9 +166,10 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 
 @contextmanager
-def started(pki: Pki, state_dir: Path, realizer: Any = None, store: Store | None = None,
+def started(pki: Pki, state_dir: Path, realizer: Any = None, store: Store | None = None, *, keep_vsys: bool = False,
             **changes: Any) -> Iterator[Running]:
-    """An agent serving on 127.0.0.1 (a FakeRealizer unless given one), stopped at the end whatever happens."""
+    """An agent serving on 127.0.0.1 (a FakeRealizer unless given one), stopped at the end whatever happens;
+    its vsys FIFOs go with it unless ``keep_vsys`` (a restart in the same test reuses them)."""
     realizer = realizer if realizer is not None else FakeRealizer()
     service = AgentService(make_config(pki, state_dir, **changes), realizer=realizer, store=store)
     service.start()
@@ -176,4 +177,5 @@ def started(pki: Pki, state_dir: Path, realizer: Any = None, store: Store | None
         yield Running(service, realizer, pki)
     finally:
         service.stop()
-        shutil.rmtree(vsys_root(state_dir), ignore_errors=True)  # the FIFOs' directories, on /dev/shm
+        if not keep_vsys:
+            shutil.rmtree(vsys_root(state_dir), ignore_errors=True)  # the FIFOs' directories, on /dev/shm

@@ -357,7 +357,7 @@ def test_registration_survives_an_absent_registry(pki: Pki, tmp_path: Path, monk
 
 
 def test_a_restart_leaves_slivers_and_reconciles(pki: Pki, tmp_path: Path) -> None:
-    with started(pki, tmp_path / "s") as running:
+    with started(pki, tmp_path / "s", keep_vsys=True) as running:  # the FIFOs outlive the agent
         assert code(running.call("ProvisionSliver", sliver(1))) == 0
         assert code(running.call("ProvisionSliver", sliver(2))) == 0
     assert not {"remove_sliver", "teardown", "stop_sliver"} & set(running.realizer.names())

@@ -150,6 +150,3 @@ def test_primo_agent_process_restarts_without_disturbing_slivers(pki: Pki, nodes
             process.kill()
             process.wait(timeout=10)
         shutil.rmtree(vsys_root(config.state_dir), ignore_errors=True)  # the agent process's, on /dev/shm
-
-
-# -- the configuration file (agent.config)

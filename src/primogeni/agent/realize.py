@@ -45,7 +45,7 @@ from primogeni.agent import realize_links as rl
 from primogeni.agent.realize_links import SpecStore
 from primogeni.agent.realize_procs import ProcRealizer, _kill, _write_json
 from primogeni.agent.spec import SliverSpec
-from primogeni.agent.vsys import secure_parent
+from primogeni.agent.vsys import secure_tree
 from primogeni.emu import container, links, netns
 from primogeni.errors import EmuError
 
@@ -79,7 +79,7 @@ class Realizer(ProcRealizer):
     def _setup(self, ipr: IPRoute) -> None:
         for sub in ("containers", "sshd", "commands"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
-        secure_parent(self._vsys_dir(0))  # before any container binds a directory under it
+        secure_tree(rl.vsys_root(self.state_dir))  # before any container binds a directory under it
         try:  # devices a reaper did not finish deleting (an earlier agent's)
             ipr.link("del", group=rl.RETIRED_GROUP)
         except NetlinkError as exc:
@@ -258,18 +258,18 @@ class Realizer(ProcRealizer):
             wanted = [self.store.get_link(iface.link) if iface.link else None for iface in spec.interfaces]
             for i, (iface, link) in enumerate(zip(spec.interfaces, wanted, strict=True)):
                 device = rl.exp_device(slot, i)
+                patched = link is not None and self.patched(link)
                 if fresh or not self._paired(ipr, sipr, device, iface.name, iface.mac, present):
                     if not fresh:
                         links.delete(ipr, device)
                         links.delete(sipr, iface.name)
-                    bridged = link is not None and not self.patched(link)
                     self._add_veth(ipr, device, iface.name, name, peer_mac=iface.mac, mtu=mtu,
-                                   master=self._bridge(ipr, link.vni) if bridged and link is not None else None)
-                    if link is not None and not bridged:
-                        self._join(ipr, link, device, fresh=True)
+                                   master=self._bridge(ipr, link.vni) if link is not None and not patched else None)
+                    if patched:
+                        self._join(ipr, link, device, patched=True, fresh=True)
                     made = True
                 else:
-                    self._join(ipr, link, device, fresh=False)
+                    self._join(ipr, link, device, patched=patched, fresh=False)
             if not fresh:
                 for i in range(len(spec.interfaces), rl.MAX_INTERFACES):
                     if present is None or rl.exp_device(slot, i) in present:
@@ -409,10 +409,8 @@ class Realizer(ProcRealizer):
         with self._session() as ipr:
             link = self.store.get_link(urn)
             if link is not None and self.patched(link):  # ready once both ends exist and are patched
-                ends = [rl.exp_device(sliver.slot, index) for sliver, index in self._members(link)]
-                if len(ends) == 2 and all(links.exists(ipr, end) for end in ends):
-                    return "ready" if rl.joined(ipr, ends[0], ends[1]) else "failed"
-                return "ready"
+                ends = rl.patch_ends(ipr, self._members(link))
+                return "ready" if ends is None or rl.joined(ipr, *ends) else "failed"
             if link is not None:
                 if not links.exists(ipr, rl.bridge_device(link.vni)):
                     return "failed"
@@ -484,7 +482,7 @@ class Realizer(ProcRealizer):
             slivers = self.store.slivers()
             wanted = {spec.slot: spec for spec in slivers.values()}
             vnis = {link.vni for link in self.store.links().values()}
-            vnis |= {v.key for urn in slivers for v in self.store.vsys_links(urn)}
+            vnis |= self.store.vsys_keys()
             stale_ns = {slot: name for name in netns.names(f"primo-{self.node}-")
                         if (slot := rl.parse_sliver_netns(self.node, name)) is not None and slot not in wanted}
             self._remove_slots(ipr, dict.fromkeys(stale_ns))
@@ -544,8 +542,10 @@ class Realizer(ProcRealizer):
                     self.reaper.retire(ipr, device)
             self.reaper.wait()
             self.ctl.teardown()
-            for directory in ("containers", "sshd", "commands", self.sshd_dir, self._vsys_dir(0).parent):
+            for directory in ("containers", "sshd", "commands"):
                 shutil.rmtree(self.state_dir / directory, ignore_errors=True)
+            for tree in (self.sshd_dir, rl.vsys_root(self.state_dir)):
+                shutil.rmtree(tree, ignore_errors=True)
             (self.state_dir / "uids.json").unlink(missing_ok=True)
             for table in (self._slots, self._vnis, self._bridges, self._warnings, self._shaped, self._patches):
                 table.clear()

@@ -40,6 +40,7 @@ from primogeni.agent.names import (
     stable_mac,
     vsys_device,
     vsys_dir,
+    vsys_root,
     vxlan_device,
 )
 from primogeni.agent.reaper import RETIRED_GROUP, Reaper
@@ -65,6 +66,8 @@ class SpecStore(Protocol):
     def get_link(self, urn: str) -> LinkSpec | None: ...
     def run_state(self, urn: str) -> str: ...
     def vsys_links(self, sliver_urn: str) -> list[VsysLink]: ...
+    def vsys_keys(self) -> set[int]: ...
+    def vsys_remotes(self, key: int, skip: tuple[str, str] | None = None) -> set[str] | None: ...
 
 
 def link_info(ipr: IPRoute, name: str) -> Any:
@@ -98,8 +101,16 @@ def del_address(ipr: IPRoute, name: str, iface: ipaddress.IPv4Interface) -> None
 
 def joined(ipr: IPRoute, a: str, b: str) -> bool:
     """Whether devices ``a`` and ``b`` are patched to each other (both redirects in place)."""
-    return (patch.redirect_of(ipr, a) == links.index(ipr, b) is not None
-            and patch.redirect_of(ipr, b) == links.index(ipr, a))
+    ia, ib = links.index(ipr, a), links.index(ipr, b)
+    return ia is not None and ib is not None and patch.redirect_of(ipr, ia) == ib and patch.redirect_of(ipr, ib) == ia
+
+
+def patch_ends(ipr: IPRoute, members: Sequence[tuple[SliverSpec, int]]) -> tuple[str, str] | None:
+    """The host-side veths of a patched link's two members, or ``None`` until both exist."""
+    ends = [exp_device(sliver.slot, index) for sliver, index in members]
+    if len(ends) != 2 or not all(links.exists(ipr, end) for end in ends):
+        return None
+    return ends[0], ends[1]
 
 
 def shape(ipr: IPRoute, device: str, kbps: int) -> None:
@@ -279,16 +290,6 @@ class LinkRealizer:
             for remote in sorted(present - wanted - keep):
                 links.fdb_del_remote(ipr, name, remote)
 
-    def _vsys_remotes(self, vni: int, skip: tuple[str, str] | None = None) -> set[str] | None:
-        """Remotes the store's vsys links with key ``vni`` need (``skip``: one (sliver urn, label) left
-        out); ``None`` when no vsys link uses ``vni``."""
-        found = None
-        for urn in self.store.slivers():
-            for link in self.store.vsys_links(urn):
-                if link.key == vni and (urn, link.label) != skip:
-                    found = (found or set()) | {link.remote}
-        return found
-
     # -- links ---------------------------------------------------------------------------------------
 
     def ensure_link(self, spec: LinkSpec) -> None:
@@ -326,7 +327,7 @@ class LinkRealizer:
         """Whether the link is a patch (two members here, no tunnel, no vsys link on its VNI) rather
         than a bridge; ``vsys_skip``: a vsys link (sliver urn, label) being removed, left out."""
         return (not spec.remotes and len(spec.members) == 2 and getattr(self.features, "redirect", True)
-                and self._vsys_remotes(spec.vni, vsys_skip) is None)
+                and self.store.vsys_remotes(spec.vni, vsys_skip) is None)
 
     def _ensure_patch(self, ipr: IPRoute, spec: LinkSpec, members: list[tuple[SliverSpec, int]], *,
                       thorough: bool) -> bool:
@@ -337,17 +338,15 @@ class LinkRealizer:
                 if links.exists(ipr, exp_device(sliver.slot, index)):
                     links.set_master(ipr, exp_device(sliver.slot, index), None)
             self._remove_bridge(ipr, spec.vni)
-        devices = [exp_device(sliver.slot, index) for sliver, index in members]
-        if len(devices) != 2 or not all(links.exists(ipr, device) for device in devices):
+        pair = patch_ends(ipr, members)
+        if pair is None:
             self._patches.pop(spec.urn, None)
             return False  # a member is not made yet: ensure_sliver patches when it is
-        pair = (devices[0], devices[1])
-        if not thorough and self._patches.get(spec.urn) == pair:
-            return False
-        made = thorough and not joined(ipr, *pair)
-        patch.patch(ipr, *pair)
+        made = not joined(ipr, *pair) if thorough else self._patches.get(spec.urn) != pair
+        if made:
+            patch.patch(ipr, *pair)
         self._patches[spec.urn] = pair
-        return made or not thorough
+        return made
 
     def _ensure_bridged(self, ipr: IPRoute, spec: LinkSpec, members: list[tuple[SliverSpec, int]], *,
                         thorough: bool) -> bool:
@@ -356,10 +355,10 @@ class LinkRealizer:
             made = spec.vni not in self._bridges and links.index(ipr, bridge_device(spec.vni)) is None
             self._bridge(ipr, spec.vni)
         if spec.remotes:
-            self._ensure_tunnel(ipr, spec, self._vsys_remotes(spec.vni) or set())
+            self._ensure_tunnel(ipr, spec, self.store.vsys_remotes(spec.vni) or set())
         else:  # no tunnel, unless vsys links need it (the store is scanned only when there is one)
             tunnels = [name for name in (vxlan_device(spec.vni), gretap_device(spec.vni)) if links.exists(ipr, name)]
-            if tunnels and self._vsys_remotes(spec.vni) is None:
+            if tunnels and self.store.vsys_remotes(spec.vni) is None:
                 with self._node_lock:
                     for name in tunnels:
                         links.delete(ipr, name)
@@ -377,17 +376,18 @@ class LinkRealizer:
                 continue  # the sliver is not made yet: ensure_sliver attaches it
         return made
 
-    def _join(self, ipr: IPRoute, link: LinkSpec | None, device: str, *, fresh: bool) -> None:
+    def _join(self, ipr: IPRoute, link: LinkSpec | None, device: str, *, patched: bool, fresh: bool) -> None:
         """Put a member's host-side veth ``device`` (just made when ``fresh``) on its link: patched to
-        the other member once that exists, or on the link's bridge; ``None``: on no link."""
-        if link is not None and self.patched(link):
+        the other member once that exists (``patched``: the link is a patch), or on the link's bridge;
+        ``None``: on no link."""
+        if link is not None and patched:
             if fresh:  # the other member's redirect pointed at the device this one replaces
                 self._patches.pop(link.urn, None)
             else:
                 links.set_master(ipr, device, None)
             self._ensure_patch(ipr, link, self._members(link), thorough=False)
             return
-        if link is not None and not fresh and link.urn in self._patches:
+        if link is not None and link.urn in self._patches:
             patch.unpatch(ipr, device)
         self._attach(ipr, device, link.vni if link is not None else None)
 
@@ -424,7 +424,7 @@ class LinkRealizer:
         gone = frozenset(urns)
         with self._session() as ipr, self.reaper.hold():
             held = {spec.vni for spec in self.store.links().values() if spec.urn not in gone}
-            held |= {v.key for urn in self.store.slivers() for v in self.store.vsys_links(urn)}
+            held |= self.store.vsys_keys()
             for urn in urns:
                 with self._locked(urn):
                     spec = self.store.get_link(urn)
@@ -451,7 +451,7 @@ class LinkRealizer:
         remove its bridge when nothing else uses it, else flood only to the remotes still needed."""
         others = [spec for spec in self.store.links().values() if spec.vni == vni and spec.urn != link
                   and spec.urn not in gone]
-        keep = self._vsys_remotes(vni, vsys)
+        keep = self.store.vsys_remotes(vni, vsys)
         if not others and keep is None:
             self._remove_bridge(ipr, vni)
             return
@@ -553,4 +553,5 @@ class LinkRealizer:
 __all__ = ["MAX_INTERFACES", "REMOVE_WAIT_S", "RETIRED_GROUP", "VXLAN_OVERHEAD", "VXLAN_PORT", "DeviceName",
            "LinkRealizer", "Reaper", "SpecStore", "bridge_device", "cgroup_name", "ctl_device", "del_address",
            "exp_device", "gretap_device", "joined", "link_info", "parse_cgroup", "parse_device", "parse_sliver_netns",
-           "set_alias", "shape", "sliver_netns", "stable_mac", "vsys_device", "vsys_dir", "vxlan_device"]
+           "patch_ends", "set_alias", "shape", "sliver_netns", "stable_mac", "vsys_device", "vsys_dir", "vsys_root",
+           "vxlan_device"]

@@ -452,9 +452,10 @@ class AgentService:
                 self.realizer, "try_slivers", None)
             failed: dict[str, EmuError] = batch(stored) if batch is not None and stored else {}
             for spec in stored:
+                if spec.urn in failed:  # stays stored: reconcile or the AM retries
+                    answer[spec.urn] = _failure("ProvisionMany", spec.urn, failed[spec.urn])
+                    continue
                 try:
-                    if spec.urn in failed:
-                        raise failed[spec.urn]
                     if batch is None:
                         self.realizer.ensure_sliver(spec)
                     self.vsys.add_sliver(spec, vsys_dir(self.config.state_dir, spec.slot))

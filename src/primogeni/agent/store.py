@@ -308,5 +308,18 @@ class Store:
             record = self._slivers.get(sliver_urn)
             return list(record.vsys.values()) if record else []
 
+    def vsys_keys(self) -> set[int]:
+        """The keys every sliver's vsys links use."""
+        with self._lock:
+            return {link.key for record in self._slivers.values() for link in record.vsys.values()}
+
+    def vsys_remotes(self, key: int, skip: tuple[str, str] | None = None) -> set[str] | None:
+        """The remotes of the vsys links with ``key`` (``skip``: one (sliver urn, label) left out);
+        ``None`` when no vsys link uses ``key``. One pass under the lock."""
+        with self._lock:
+            found = [link.remote for urn, record in self._slivers.items() for link in record.vsys.values()
+                     if link.key == key and (urn, link.label) != skip]
+        return set(found) if found else None
+
 
 __all__ = ["EVENT_STATES", "RUN_STATES", "STORE_VERSION", "Store", "StoreError", "VsysLink", "file_name"]

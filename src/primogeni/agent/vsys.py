@@ -197,11 +197,11 @@ class _Channel:
 FIFO_MODE = 0o666
 
 
-def secure_parent(directory: Path) -> None:
-    """Make ``directory``'s parent root-only (0700), and its parent when missing (0711), refusing
-    either when it is a symlink or not ours: the vsys tree lives under world-writable ``/dev/shm``,
-    where anyone could have put something in our place first."""
-    for step, mode in ((directory.parent.parent, 0o711), (directory.parent, 0o700)):
+def secure_tree(root: Path) -> None:
+    """Make ``root`` a root-only directory (0700), and its parent when missing (0711), refusing either
+    when it is a symlink or not ours: the vsys tree lives under world-writable ``/dev/shm``, where
+    anyone could have put something in our place first."""
+    for step, mode in ((root.parent, 0o711), (root, 0o700)):
         try:
             os.mkdir(step, mode)
         except FileExistsError:
@@ -212,7 +212,7 @@ def secure_parent(directory: Path) -> None:
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
             raise EmuError("is not a directory of ours (a symlink, or someone else's): refusing to use it",
                            str(step))
-    os.chmod(directory.parent, 0o700)
+    os.chmod(root, 0o700)
 
 
 def _open_fifo(path: Path) -> int:
@@ -274,7 +274,7 @@ class VsysServer:
                 self.remove_sliver(spec.urn)
             try:
                 # other slivers share the file system: only root may reach this sliver's FIFOs by path
-                secure_parent(directory)
+                secure_tree(directory.parent)
                 directory.mkdir(mode=0o755, exist_ok=True)
             except OSError as exc:
                 raise EmuError(f"cannot make the vsys directory: {exc.strerror or exc}", str(directory)) from None
