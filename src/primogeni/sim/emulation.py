@@ -70,8 +70,7 @@ from primogeni.net.packet import (
     internet_checksum,
 )
 from primogeni.net.units import s, us
-from primogeni.sim.measure import Tap, packet_bytes
-from primogeni.sim.model import check_emulation
+from primogeni.sim.measure import packet_bytes
 from primogeni.sim.node import DEFAULT_TTL, Packet, Port, SimNode, WirePacket
 
 if TYPE_CHECKING:
@@ -220,19 +219,6 @@ def quote(pkt: WirePacket) -> bytes:
     return bytes(head)
 
 
-class WireTap(Tap):
-    """A capture that records real packets too: their bytes as they are at that point (TTL)."""
-
-    __slots__ = ()
-
-    def record(self, time: int, pkt: Packet) -> None:
-        if pkt.__class__ is WirePacket:
-            assert isinstance(pkt, WirePacket)
-            self.records.append((time, len(self.records), pkt.ip_bytes()[: self.snaplen], pkt.size))
-        else:
-            super().record(time, pkt)
-
-
 class Emulation:
     """The emulated hosts of one simulation, and the frames they exchange with it.
 
@@ -254,7 +240,7 @@ class Emulation:
         self.split_threshold = split_threshold
         self.offload = offload
         self.hosts: dict[str, EmulatedHost] = {}
-        emulated = check_emulation(sim.network)
+        emulated = sim.emulated
         responder = WireResponder()
         emulated_paths = {h.path for h in emulated}
         for path, node in sim.nodes.items():
@@ -262,10 +248,6 @@ class Emulation:
                 node.wire = responder
         for port in sim.ports.values():
             port.split_ns = split_threshold
-        for name, tap in sim.taps.items():  # captures must take real packets too
-            wire_tap = WireTap(tap.path, tap.snaplen)
-            wire_tap.records = tap.records
-            sim.taps[name] = sim.ports[name].tap = wire_tap
         for h in emulated:
             iface = h.interfaces[0]
             gw = h.gateway
@@ -421,25 +403,25 @@ class Emulation:
             self._emit_ip(h, packet_bytes(pkt), None)  # a simulated packet: encode it
             return
         assert isinstance(pkt, WirePacket)
-        ip = pkt.ip_bytes()
+        ihl = (pkt.payload[0] & 0x0F) * 4
         gso: VirtioNetHdr | None = None
         if pkt.segs > 1:
             if not h.offload:
-                for seg in segment_tcpv4(ip, pkt.mss, partial=False):
+                for seg in segment_tcpv4(pkt.ip_bytes(), pkt.mss, partial=False):
                     self._emit_ip(h, seg, None)
                 return
-            ihl = (ip[0] & 0x0F) * 4
             gso = VirtioNetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM if pkt.partial else 0, pkt.gso_type,
                                ETH_HEADER_LEN + pkt.full - pkt.mss, pkt.mss, ETH_HEADER_LEN + ihl, TCP_CHECK_OFFSET)
         elif pkt.partial:
-            ihl = (ip[0] & 0x0F) * 4
             off = TCP_CHECK_OFFSET if pkt.proto == PROTO_TCP else UDP_CHECK_OFFSET
-            if h.offload:
-                gso = VirtioNetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, 0, 0,
-                                   ETH_HEADER_LEN + ihl, off)
-            else:
-                ip = complete_checksum(ip, ihl, off)
-        self._emit_ip(h, ip, gso)
+            if not h.offload:
+                self._emit_ip(h, complete_checksum(pkt.ip_bytes(), ihl, off), None)
+                return
+            gso = VirtioNetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, 0, 0, ETH_HEADER_LEN + ihl, off)
+        if h.mac is None:
+            self._emit_ip(h, pkt.ip_bytes(), gso)
+        else:  # the frame in one copy: Ethernet header and the real bytes
+            self._send_frame(h, pkt.ip_bytes(h.eth_ip), gso)
 
     def _emit_ip(self, h: EmulatedHost, ip: bytes, gso: VirtioNetHdr | None) -> None:
         if h.mac is None:
@@ -463,5 +445,5 @@ class Emulation:
         return {path: h.summary() for path, h in self.hosts.items()}
 
 
-__all__ = ["ARP_RETRY", "DEFAULT_SPLIT_THRESHOLD", "EmulatedHost", "Emulation", "WireResponder", "WireTap",
+__all__ = ["ARP_RETRY", "DEFAULT_SPLIT_THRESHOLD", "EmulatedHost", "Emulation", "WireResponder",
            "gateway_mac", "quote"]

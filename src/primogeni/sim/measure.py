@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from primogeni.net import packet as wire
 from primogeni.net.pcap import PcapWriter
+from primogeni.sim.node import WirePacket
 
 if TYPE_CHECKING:
     from primogeni.sim.node import Packet, Port
@@ -201,7 +202,11 @@ class Tap:
 
 
 def packet_bytes(pkt: Packet) -> bytes:
-    """The real IPv4 bytes of a simulated packet (payload zeros where the simulation has none)."""
+    """The real IPv4 bytes of a packet: a real one's own (with its current TTL), a simulated one's
+    encoded (payload zeros where the simulation has none)."""
+    if pkt.__class__ is WirePacket:
+        assert isinstance(pkt, WirePacket)
+        return pkt.ip_bytes()
     p = pkt.payload
     if pkt.proto == wire.PROTO_TCP:
         body = wire.encode_tcp(

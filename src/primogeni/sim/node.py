@@ -60,6 +60,7 @@ class Packet:
     """An IPv4 packet in flight. ``size`` is the IP total length in bytes."""
 
     __slots__ = ("dst", "flow", "ident", "payload", "proto", "sent", "size", "src", "ttl")
+    segs = 1  # packets it stands for (a WirePacket super-frame: its segments), counted where it drops
 
     def __init__(
         self, src: int, dst: int, proto: int, size: int, payload: Any, flow: FlowStats | None = None,
@@ -100,14 +101,15 @@ class WirePacket(Packet):
         self.full = full
         self.gso_type = gso_type
 
-    def ip_bytes(self) -> bytes:
-        """The real bytes with the current TTL and a valid header checksum."""
+    def ip_bytes(self, prefix: bytes = b"") -> bytes:
+        """The real bytes with the current TTL and a valid header checksum, after ``prefix`` (an
+        Ethernet header: the frame is then made in one copy)."""
         data: bytes = self.payload
         if data[8] == self.ttl:
-            return data
+            return prefix + data if prefix else data
         head = bytearray(data[:12])
         set_ttl(head, self.ttl)
-        return b"".join((head, memoryview(data)[12:]))
+        return b"".join((prefix, head, memoryview(data)[12:]))
 
     def segments(self) -> list[WirePacket]:
         """A super-frame's segments (real bytes, as GSO cuts them) as ordinary WirePackets."""
@@ -453,7 +455,7 @@ class SimNode:
             return
         ttl = pkt.ttl - 1
         if ttl <= 0:
-            self.ttl_expired += 1
+            self.ttl_expired += pkt.segs
             if pkt.flow is not None:
                 pkt.flow.drops += 1
             self.icmp_error(pkt, ICMP_TIME_EXCEEDED, ICMP_TTL_EXCEEDED)
@@ -464,7 +466,7 @@ class SimNode:
         except KeyError:
             hop = self.lookup(dst)
         if hop is None:
-            self.no_route += 1
+            self.no_route += pkt.segs
             if pkt.flow is not None:
                 pkt.flow.drops += 1
             self.icmp_error(pkt, ICMP_DEST_UNREACHABLE, ICMP_NET_UNREACHABLE)
@@ -472,25 +474,16 @@ class SimNode:
         hop[0].send(pkt, hop[1])
 
     def receive_super(self, pkt: WirePacket) -> None:
-        """:meth:`receive` for a TCP super-frame (counted as its segments where they drop)."""
+        """:meth:`receive` for a TCP super-frame: forwarded whole (``send_super``); anything else
+        (local, not for us, TTL expired, no route) as :meth:`receive` does it."""
         dst = pkt.dst
-        if dst in self.addrs:
-            self.local(pkt)
-            return
-        if not self.forwards:
-            self.not_for_me += 1
-            return
-        ttl = pkt.ttl - 1
-        if ttl <= 0:
-            self.ttl_expired += pkt.segs
-            self.icmp_error(pkt, ICMP_TIME_EXCEEDED, ICMP_TTL_EXCEEDED)
-            return
-        pkt.ttl = ttl
-        hop = self.fib.get(dst) or self.lookup(dst)
+        hop = None
+        if self.forwards and pkt.ttl > 1 and dst not in self.addrs:
+            hop = self.fib.get(dst) or self.lookup(dst)
         if hop is None:
-            self.no_route += pkt.segs
-            self.icmp_error(pkt, ICMP_DEST_UNREACHABLE, ICMP_NET_UNREACHABLE)
+            self.receive(pkt)
             return
+        pkt.ttl -= 1
         hop[0].send_super(pkt, hop[1])
 
     def output(self, pkt: Packet) -> bool:

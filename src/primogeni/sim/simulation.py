@@ -72,7 +72,8 @@ class Simulation:
         self.sample_interval = sample_interval
         self.engine = Engine()
         assign_addresses(network)
-        check_emulation(network)  # emulated hosts: one interface, a gateway, no simulated flow at them
+        # emulated hosts (checked: one interface, a gateway, no simulated flow at them)
+        self.emulated = check_emulation(network)
         self.nodes: dict[str, SimNode] = {}
         self.ports: dict[str, Port] = {}
         self._build_nodes()
