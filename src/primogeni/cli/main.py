@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -128,30 +125,6 @@ def _lag_table(rt: dict[str, Any]) -> Table:
     return t
 
 
-@contextmanager
-def _realtime_console(console: Console, stop: Callable[[], None]) -> Iterator[None]:
-    """During a real-time run: the loop's warnings on the console, Ctrl-C ends the run early."""
-    from rich.logging import RichHandler
-
-    logger = logging.getLogger("primogeni.sim.realtime")
-    handler = RichHandler(console=console, show_path=False, level=logging.WARNING)
-    logger.addHandler(handler)
-    old_level = logger.level
-    if logger.getEffectiveLevel() > logging.WARNING:
-        logger.setLevel(logging.WARNING)
-    main_thread = threading.current_thread() is threading.main_thread()
-    old = signal.getsignal(signal.SIGINT) if main_thread else None
-    if main_thread:
-        signal.signal(signal.SIGINT, lambda *_: stop())
-    try:
-        yield
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGINT, old)
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-
-
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--duration", "-d", default="10s", callback=_duration, help="Simulated time, e.g. 10s, 500ms.")
@@ -173,7 +146,10 @@ def sim(model: str, duration: int, seed: int, out: str | None, interval: int, ca
 
     With --realtime, simulated time follows the wall clock; the lag of late events is reported
     and a run that fell behind says so."""
+    from rich.logging import RichHandler
+
     from primogeni.sim.loader import load_model
+    from primogeni.sim.realtime import attended
     from primogeni.sim.simulation import Simulation
 
     console = Console(stderr=True, highlight=False)
@@ -189,7 +165,8 @@ def sim(model: str, duration: int, seed: int, out: str | None, interval: int, ca
     if realtime is not None:
         simulation.realtime.behind_threshold = behind_threshold
     t0 = time.perf_counter()
-    with _realtime_console(console, simulation.realtime.stop) if realtime is not None else _nothing():
+    with attended(simulation.realtime.stop, RichHandler(console=console, show_path=False, level=logging.WARNING)) \
+            if realtime is not None else nullcontext():
         if quiet or (not console.is_terminal and as_json):
             results = simulation.run(duration, realtime=realtime)
         else:
@@ -229,11 +206,6 @@ def sim(model: str, duration: int, seed: int, out: str | None, interval: int, ca
                 f"{rt['behind_s']:.3f} s in total (worst lag {_si(rt['lag_s']['max'], 's')}). "
                 f"Results that depend on timing against real hosts are suspect; try a smaller ratio.[/]"
             )
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 @main.command()

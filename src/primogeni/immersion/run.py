@@ -31,10 +31,9 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from primogeni.immersion.bridge import Immersion, emulated_hosts, host_path
 from primogeni.immersion.hostside import DEFAULT_IFNAME, adopt_tap, check_ifname, configure_host, make_tap
 from primogeni.net.units import ms, s
 from primogeni.sim.loader import load_model
+from primogeni.sim.realtime import attended, fmt_ns
 from primogeni.sim.simulation import Results, Simulation
 
 UNTIL_STOPPED = s(24 * 3600)  # the planned duration of a run given none: it ends on SIGTERM/SIGINT
@@ -151,8 +151,7 @@ def immerse(opts: Options, say: Say = print) -> Results:
             raise ValueError("spin must be >= 0 ns")
         loop.spin = opts.spin
     with ExitStack() as stack:
-        stack.enter_context(_signals(loop.stop))
-        stack.enter_context(_warnings(say))
+        stack.enter_context(attended(loop.stop, _SayHandler(say), (signal.SIGTERM, signal.SIGINT)))
         attachments: dict[str, Endpoint] = {}
         for k, spec in enumerate(opts.hosts):
             ep: Endpoint = make_tap(spec.netns, spec.ifname, index=k, vnet=opts.offload)
@@ -214,13 +213,7 @@ def _run(sim: Simulation, imm: Immersion, duration: int, opts: Options, say: Say
 
 
 def _fmt_s(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if x >= 1:
-        return f"{x:.3g} s"
-    if x >= 1e-3:
-        return f"{x * 1e3:.3g} ms"
-    return f"{x * 1e6:.3g} µs"
+    return "-" if x is None else fmt_ns(x * 1e9)
 
 
 def progress_line(sim: Simulation, imm: Immersion) -> str:
@@ -273,22 +266,6 @@ def report(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-@contextmanager
-def _signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGTERM and SIGINT end the run (with results) instead of killing the process."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    for sig in old:
-        signal.signal(sig, lambda *_: stop())
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-
 class _SayHandler(logging.Handler):
     def __init__(self, say: Say) -> None:
         super().__init__(logging.WARNING)
@@ -296,22 +273,6 @@ class _SayHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.say(f"WARNING: {record.getMessage()}")
-
-
-@contextmanager
-def _warnings(say: Say) -> Iterator[None]:
-    """The real-time loop's warnings (falling behind) go to ``say`` while the run lasts."""
-    logger = logging.getLogger("primogeni.sim.realtime")
-    handler = _SayHandler(say)
-    logger.addHandler(handler)
-    old_level = logger.level
-    if logger.getEffectiveLevel() > logging.WARNING:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 def main(model: str, *, hosts: tuple[str, ...] = (), binds: tuple[str, ...] = (), tap_fds: tuple[str, ...] = (),

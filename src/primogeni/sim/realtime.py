@@ -35,10 +35,12 @@ import logging
 import math
 import os
 import select
+import signal
+import threading
 import weakref
 from collections import deque
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from heapq import heappop
 from time import monotonic_ns
 from typing import Any, Protocol
@@ -74,7 +76,8 @@ def _fine_bounds(i: int) -> tuple[int, int]:
     return top << shift, ((top + 1) << shift) - 1
 
 
-def _fmt(ns: float) -> str:
+def fmt_ns(ns: float) -> str:
+    """A duration in ns for people: three digits in s, ms or µs."""
     if ns >= 1e9:
         return f"{ns / 1e9:.3g} s"
     if ns >= 1e6:
@@ -459,8 +462,8 @@ class RealtimeLoop:
         log.warning(
             "real-time simulation is BEHIND the wall clock by %s at simulated time %.6f s "
             "(behind since simulated %.6f s, for %s of wall time; ratio %g, threshold %s%s)",
-            _fmt(lag), t / 1e9, self._behind_sim / 1e9, _fmt(since), self._ratio,
-            _fmt(self.behind_threshold), more,
+            fmt_ns(lag), t / 1e9, self._behind_sim / 1e9, fmt_ns(since), self._ratio,
+            fmt_ns(self.behind_threshold), more,
         )
         self._next_warn = wall + self.warn_interval
         return self._next_warn
@@ -471,7 +474,7 @@ class RealtimeLoop:
         self._behind_ns += wall - self._behind_counted
         self._behind_since = None
         log.info("real-time simulation caught up after %s behind (worst lag %s)",
-                 _fmt(spent), _fmt(self._episode_max))
+                 fmt_ns(spent), fmt_ns(self._episode_max))
 
     # -- results -------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -494,6 +497,30 @@ class RealtimeLoop:
 def _release(ep: select.epoll, wake: int) -> None:
     ep.close()
     os.close(wake)
+
+
+@contextmanager
+def attended(stop: Callable[[], None], handler: logging.Handler,
+             signals: tuple[signal.Signals, ...] = (signal.SIGINT,)) -> Iterator[None]:
+    """While a run lasts: the loop's warnings (falling behind) go to ``handler`` (the logger raised to
+    WARNING if it is quieter), and ``signals`` call ``stop`` (the run ends early, with results) instead
+    of their handlers; signals only from the main thread."""
+    logger = logging.getLogger(__name__)
+    logger.addHandler(handler)
+    old_level = logger.level
+    if logger.getEffectiveLevel() > logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = {sig: signal.getsignal(sig) for sig in signals} if main_thread else {}
+    for sig in old:
+        signal.signal(sig, lambda *_: stop())
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
 
 
 def _check_ratio(ratio: float) -> float:
