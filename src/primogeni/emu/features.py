@@ -23,9 +23,8 @@ from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-unty
 from primogeni.emu import links, netns, patch
 from primogeni.emu.cgroups import Cgroups
 from primogeni.emu.nft import Nft
+from primogeni.emu.tc import TC_H_ROOT
 from primogeni.errors import EmuError
-
-TC_H_ROOT = 0xFFFFFFFF
 
 # feature -> what an experiment loses without it
 CONSEQUENCES = {
@@ -111,7 +110,7 @@ def _probe() -> Features:
     try:
         with netns.iproute(name) as ipr:
             links.add_veth(ipr, "primo-probe0", "primo-probe1", up=True)
-            kernel = {
+            kernel: dict[str, Any] = {
                 "vxlan": _can_create(ipr, links.add_vxlan, "primo-probex", 4242, local="127.0.0.1"),
                 "gretap": _can_create(ipr, links.add_gretap, "primo-probeg", 4242, local="127.0.0.1",
                                       remote="127.0.0.2"),
@@ -122,11 +121,8 @@ def _probe() -> Features:
         kernel["nftables"] = _has_nftables(name)
     finally:
         netns.remove(name)
-    return Features(vxlan=kernel["vxlan"], gretap=kernel["gretap"], tbf=kernel["tbf"], htb=kernel["htb"],
-                    netem=kernel["netem"], fq_codel=kernel["fq_codel"], nftables=kernel["nftables"],
-                    cgroup_version=_cgroup_version(), sshd=_which(*PROGRAMS["sshd"]),
-                    iperf3=_which(*PROGRAMS["iperf3"]), nsenter=_which(*PROGRAMS["nsenter"]),
-                    redirect=kernel["redirect"])
+    programs: dict[str, Any] = {name: _which(*candidates) for name, candidates in PROGRAMS.items()}
+    return Features(**kernel, cgroup_version=_cgroup_version(), **programs)
 
 
 def _can_create(ipr: IPRoute, make: Any, *args: Any, **kwargs: Any) -> bool:
