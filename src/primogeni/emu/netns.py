@@ -24,7 +24,7 @@ import queue
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -250,10 +250,6 @@ def pids(name: str | Path) -> list[int]:
     return sorted(found)
 
 
-def _scope(name: str | Path | None) -> Any:
-    return esys.in_netns(name) if name is not None else nullcontext()
-
-
 def iproute(name: str | Path | None = None, *, lazy: bool = False) -> IPRoute:
     """An ``IPRoute`` acting in the namespace ``name`` (``None``: the calling thread's own).
 
@@ -265,7 +261,7 @@ def iproute(name: str | Path | None = None, *, lazy: bool = False) -> IPRoute:
     import socket
 
     try:
-        with _scope(name):
+        with esys.in_netns(name):
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
     except OSError as exc:
         raise EmuError(f"cannot open a netlink socket there: {exc}", str(name)) from exc
@@ -309,7 +305,9 @@ class LazyIPRoute:
 
 
 @contextmanager
-def _ns_fd(name: str | Path) -> Iterator[int]:
+def open_fd(name: str | Path) -> Iterator[int]:
+    """A descriptor of namespace ``name`` for the body (setns, IFLA_NET_NS_FD); ``EmuError`` when there
+    is no such namespace."""
     try:
         fd = os.open(path(name), os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -331,14 +329,14 @@ def _preexec(fd: int, then: Callable[[], Any] | None) -> Callable[[], None]:
 
 def run(name: str | Path, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
     """``subprocess.run(argv, **kwargs)`` with the child inside the namespace (joined before exec)."""
-    with _ns_fd(name) as fd:
+    with open_fd(name) as fd:
         kwargs["preexec_fn"] = _preexec(fd, kwargs.get("preexec_fn"))
         return subprocess.run(argv, **kwargs)
 
 
 def popen(name: str | Path, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
     """``subprocess.Popen(argv, **kwargs)`` with the child inside the namespace."""
-    with _ns_fd(name) as fd:
+    with open_fd(name) as fd:
         kwargs["preexec_fn"] = _preexec(fd, kwargs.get("preexec_fn"))
         return subprocess.Popen(argv, **kwargs)
 
@@ -357,7 +355,7 @@ def set_sysctl(name: str | Path | None, key: str, value: str) -> None:
     """
     where = _sysctl_path(key)
     try:
-        with _scope(name):
+        with esys.in_netns(name):
             fd = os.open(where, os.O_WRONLY)
             try:
                 os.write(fd, str(value).encode())
@@ -371,7 +369,7 @@ def get_sysctl(name: str | Path | None, key: str) -> str:
     """Read a sysctl as the namespace ``name`` sees it (stripped of the trailing newline)."""
     where = _sysctl_path(key)
     try:
-        with _scope(name):
+        with esys.in_netns(name):
             fd = os.open(where, os.O_RDONLY)
             try:
                 return os.read(fd, 4096).decode().strip()

@@ -17,7 +17,6 @@ import ctypes
 import ctypes.util
 import json as jsonlib
 import threading
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +84,7 @@ class Nft:
         self._lib = library()
         self._lock = threading.Lock()
         self._ctx: int | None = None
-        with self._scope():
+        with esys.in_netns(self.netns):
             ctx = self._lib.nft_ctx_new(NFT_CTX_DEFAULT)
         if not ctx:
             raise EmuError("nft_ctx_new failed", self._what())
@@ -97,15 +96,12 @@ class Nft:
     def _what(self) -> str:
         return f"nftables in {self.netns}" if self.netns is not None else "nftables"
 
-    def _scope(self) -> Any:
-        return esys.in_netns(self.netns) if self.netns is not None else nullcontext()
-
     def _run(self, text: str, flags: int) -> str:
         with self._lock:
             if self._ctx is None:
                 raise EmuError("the libnftables context is closed", self._what())
             self._lib.nft_ctx_output_set_flags(self._ctx, flags)
-            with self._scope():
+            with esys.in_netns(self.netns):
                 rc = self._lib.nft_run_cmd_from_buffer(self._ctx, text.encode())
             out = (self._lib.nft_ctx_get_output_buffer(self._ctx) or b"").decode()
             err = (self._lib.nft_ctx_get_error_buffer(self._ctx) or b"").decode()

@@ -43,7 +43,6 @@ import fcntl
 import os
 import socket
 import struct
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -244,7 +243,7 @@ class TapEndpoint(Endpoint):
         if offload and not vnet:
             raise EmuError("TAP offloads need the vnet header (vnet=True)", name)
         try:
-            with _scope(netns):
+            with esys.in_netns(netns):
                 fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError as exc:
             if exc.filename == TUN_PATH:
@@ -289,19 +288,12 @@ class TapEndpoint(Endpoint):
                         (errno.EINVAL, errno.ENOTTY))
 
     def _move(self, host_netns: str | Path) -> None:
-        try:
-            target = os.open(esys.netns_path(host_netns), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise EmuError("no such network namespace", str(host_netns)) from None
-        try:
-            with namespaces.iproute(self.netns) as ipr:
-                idx = links.index(ipr, self.name)
-                if idx is None:
-                    raise EmuError("the TAP vanished before it could be moved", _where(self.name, self.netns))
-                netlink.request(_where(self.name, self.netns), f"move the TAP to {host_netns}", ipr.link, "set",
-                                index=idx, net_ns_fd=target)
-        finally:
-            os.close(target)
+        with namespaces.open_fd(host_netns) as target, namespaces.iproute(self.netns) as ipr:
+            idx = links.index(ipr, self.name)
+            if idx is None:
+                raise EmuError("the TAP vanished before it could be moved", _where(self.name, self.netns))
+            netlink.request(_where(self.name, self.netns), f"move the TAP to {host_netns}", ipr.link, "set",
+                            index=idx, net_ns_fd=target)
         self.netns = host_netns
 
     def _configure(self, mac: str | None, mtu: int | None) -> None:
@@ -388,7 +380,7 @@ class PacketEndpoint(Endpoint):
               made: str | None) -> PacketEndpoint:
         where = _where(name, ns)
         try:
-            with _scope(ns):
+            with esys.in_netns(ns):
                 # protocol 0: nothing is queued before bind() names the device
                 sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
                                      0)
@@ -479,10 +471,6 @@ class PacketEndpoint(Endpoint):
 
 # -- helpers -------------------------------------------------------------------------------------
 
-def _scope(ns: str | Path | None) -> AbstractContextManager[None]:
-    """``esys.in_netns(ns)``, or a no-op for ``None`` (this thread's own namespace)."""
-    return esys.in_netns(ns) if ns is not None else nullcontext()
-
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_GTXCSUM = 0x16
@@ -495,7 +483,7 @@ def _ethtool(ns: str | Path | None, name: str, command: int, value: int = 0) -> 
     value_buf = array.array("I", [command, value])  # struct ethtool_value {u32 cmd; u32 data;}
     ifreq = bytearray(struct.pack("16sP", name.encode(), value_buf.buffer_info()[0]).ljust(40, b"\0"))
     try:
-        with _scope(ns):
+        with esys.in_netns(ns):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
     except FileNotFoundError:
         raise EmuError("no such network namespace", str(ns)) from None

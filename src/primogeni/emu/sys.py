@@ -77,12 +77,16 @@ def netns_path(name_or_path: str | Path) -> Path:
 
 
 @contextmanager
-def in_netns(name_or_path: str | Path) -> Iterator[None]:
-    """Run the body with the *calling thread* in another network namespace, then switch back.
+def in_netns(name_or_path: str | Path | None) -> Iterator[None]:
+    """Run the body with the *calling thread* in another network namespace, then switch back
+    (``None``: in the thread's own, switching nothing).
 
     Sockets (netlink ones included) created in the body stay in that namespace after the switch
     back, which is how we get an ``IPRoute`` inside a sliver without forking a helper process.
     """
+    if name_or_path is None:
+        yield
+        return
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         target = os.open(netns_path(name_or_path), os.O_RDONLY)
