@@ -87,10 +87,17 @@ class SliverSpec(_Spec):
     vsys_keys: tuple[int, ...] = ()  # tunnel keys (VNIs) this slice may use through vsys setup-link
     vsys_peers: tuple[str, ...] = ()  # underlay addresses of the physical nodes holding this slice
     kind: str = "emulated-host"  # the sliver type
+    routes: tuple[tuple[str, str], ...] = ()  # (destination "10.0.0.0/16", gateway "10.0.1.1") set in the sliver
+    # a simulator sliver: the model it runs in real time, and which emulated host of it each of
+    # its interfaces carries ((host path "top:h1", interface name "eth1"))
+    model_format: str = ""  # "dml" | "python" ("": no model)
+    model: str = ""
+    attach: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.urn or not self.slice_urn:
             raise SpecError("a sliver spec needs urn and slice_urn")
+        self._check_sim()
         if not _is_hostname(self.hostname):
             raise SpecError(f"sliver {self.urn}: hostname {self.hostname!r} is not a valid host name")
         if not 0 <= self.slot < 100000:
@@ -114,6 +121,24 @@ class SliverSpec(_Spec):
         for login in self.logins:
             if not _is_username(login.user):
                 raise SpecError(f"sliver {self.urn}: login name {login.user!r} is not a valid user name")
+        for dst, via in self.routes:
+            try:
+                ipaddress.IPv4Network(dst)
+                ipaddress.IPv4Address(via)
+            except ValueError as exc:
+                raise SpecError(f"sliver {self.urn}: route to {dst} via {via}: {exc}") from exc
+
+    def _check_sim(self) -> None:
+        if self.model_format not in ("", "dml", "python"):
+            raise SpecError(f"sliver {self.urn}: model format {self.model_format!r} is not dml or python")
+        if (self.model_format == "") != (self.model == "") or (self.attach and not self.model):
+            raise SpecError(f"sliver {self.urn}: a model needs its format, and attachments need a model")
+        if self.model and self.kind != "simulator":
+            raise SpecError(f"sliver {self.urn}: only a simulator sliver runs a model, not a {self.kind}")
+        names = {i.name for i in self.interfaces}
+        for path, ifname in self.attach:
+            if not path or ifname not in names:
+                raise SpecError(f"sliver {self.urn}: attachment {path!r} names no interface of it ({ifname!r})")
 
     @staticmethod
     def _coerce(raw: dict[str, Any]) -> None:
@@ -123,6 +148,8 @@ class SliverSpec(_Spec):
         raw["hosts"] = tuple((str(h), str(a)) for h, a in raw.get("hosts", ()))
         raw["vsys_keys"] = tuple(int(k) for k in raw.get("vsys_keys", ()))
         raw["vsys_peers"] = tuple(str(p) for p in raw.get("vsys_peers", ()))
+        raw["routes"] = tuple((str(d), str(v)) for d, v in raw.get("routes", ()))
+        raw["attach"] = tuple((str(p), str(i)) for p, i in raw.get("attach", ()))
 
 
 @dataclass(frozen=True)

@@ -265,6 +265,7 @@ class AgentDriver:
         if plan.ports is None or not plan.slots:
             raise GeniError(GeniCode.ERROR, f"{where}: the plan has no slot or port range")
         peers = tuple(a for a in (self.agents.underlay_of(n) for n in plan.vsys_peers) if a is not None)
+        model = plan.model or {}
         try:
             ifaces = tuple(IfaceSpec(i.name, i.mac, f"{i.address}/{_prefixlen(i.netmask)}" if i.address else None,
                                      i.link_sliver) for i in plan.interfaces)
@@ -273,7 +274,9 @@ class AgentDriver:
                               logins=tuple(LoginSpec(x.username, x.keys) for x in plan.logins),
                               hosts=self._hosts(plan.hosts), vsys_keys=plan.vsys_keys,
                               vsys_peers=peers, kind=plan.sliver_type or "emulated-host",
-                              memory_mb=self._memory_share(plan))
+                              memory_mb=self._memory_share(plan), routes=plan.routes,
+                              model_format=str(model.get("format", "")), model=str(model.get("text", "")),
+                              attach=plan.attach)
         except (SpecError, ValueError) as exc:
             raise GeniError(GeniCode.ERROR, f"{where}: {exc}") from None
 
@@ -389,6 +392,15 @@ class AgentDriver:
         row = self._node_sliver(sliver_urn)
         if row is not None:
             self._raise_first(self._each([(n, "Stop", (sliver_urn,)) for n in self.nodes_of(row)]))
+
+    def results(self, sliver_urn: str) -> dict[str, Any]:
+        """What the simulation of a simulator sliver has measured, from its node's agent (``Results``):
+        ``{state, exit_code?, log, files: {name: bytes}, omitted}``."""
+        row = self._node_sliver(sliver_urn)
+        if row is None:
+            raise GeniError(GeniCode.BADARGS, f"{sliver_urn} is a link; only simulator slivers have results")
+        answer: dict[str, Any] = self.call(self.nodes_of(row)[0], "Results", sliver_urn)
+        return answer
 
     def release(self, sliver_urn: str) -> None:
         self.release_many([sliver_urn])

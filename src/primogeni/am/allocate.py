@@ -13,6 +13,7 @@ import ipaddress
 import json
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,8 +30,12 @@ from primogeni.geni.urn import Urn
 
 def create_rows(session: Session, slice_row: SliceRow, request: Request, node_places: list[NodePlacement],
                 link_places: list[LinkPlacement], *, inventory: Inventory, cm: Urn, new_urn: Callable[[], str],
-                expires: datetime, now: datetime, ticket_id: str | None) -> list[SliverRow]:
-    """Add the allocated slivers' rows to ``session`` and return them (nodes first, then links)."""
+                expires: datetime, now: datetime, ticket_id: str | None,
+                extras: dict[str, dict[str, Any]] | None = None) -> list[SliverRow]:
+    """Add the allocated slivers' rows to ``session`` and return them (nodes first, then links).
+
+    ``extras``: what a node's spec gains, by client_id (routes, a simulator's model; see
+    :mod:`primogeni.am.virtual`)."""
     req_nodes = {n.client_id: n for n in request.nodes if ours(n, cm)}
     rows: list[SliverRow] = []
     iface_urn: dict[str, str] = {}
@@ -50,7 +55,7 @@ def create_rows(session: Session, slice_row: SliceRow, request: Request, node_pl
                            "netmask": iface.ip.netmask if iface.ip else None, "link": None})
         lo, hi = phys.ports(p.slots)
         row.spec = json.dumps({"interfaces": ifaces, "hostname": phys.hostname, "ssh_port": lo, "ports": [lo, hi],
-                               "users": []})
+                               "users": [], **(extras or {}).get(p.client_id, {})})
         row.claims = [ClaimRow(component=p.component, slot=s) for s in p.slots]
         session.add(row)
         rows.append(row)

@@ -24,6 +24,7 @@ from primogeni.am.common import (
 )
 from primogeni.am.core import ACTIONS
 from primogeni.am.events import EVENT_ACTIONS
+from primogeni.am.virtual import RESULTS_ACTION, results
 from primogeni.geni.cert import Gid
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
@@ -126,8 +127,12 @@ class AmApiV3:
             delivered = {e.id: e for e in self.ctx.events.deliver_pending([e.id for _s, e in made])}
             return [{**sliver_v3(s), "primo_event_id": e.id, "primo_event_state": delivered.get(e.id, e).state}
                     for s, e in made]
+        if action == RESULTS_ACTION:  # what the slice's simulators measured (files, log, state)
+            found = {s.urn: s for s in self.ctx.am.status(str(slice_urn), slivers)}
+            return [{**sliver_v3(found[u]), "primo_results": r}
+                    for u, r in results(self.ctx.am, str(slice_urn), slivers)]
         if action not in ACTIONS:
-            known = (*ACTIONS, *EVENT_ACTIONS) if self.ctx.events is not None else ACTIONS
+            known = (*ACTIONS, RESULTS_ACTION, *EVENT_ACTIONS) if self.ctx.events is not None else ACTIONS
             raise GeniError(GeniCode.UNSUPPORTED, f"operational action {action!r} is not supported "
                                                   f"(supported: {', '.join(known)})")
         return [sliver_v3(s) for s in self.ctx.am.operate(str(slice_urn), slivers, action)]

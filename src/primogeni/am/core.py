@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -48,6 +49,7 @@ from primogeni.am.models import (
 from primogeni.am.placement import Usage, place
 from primogeni.am.plans import plan_of, plans_of
 from primogeni.am.policy import AdmitAll, Policy
+from primogeni.am.virtual import Wired, wire
 from primogeni.db import reader_factory
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
@@ -104,6 +106,7 @@ class AggregateManager:
         self.sliver_lifetime = sliver_lifetime
         # Which physical nodes may take new slivers now (None: all); the agent registry sets it.
         self.offered: Callable[[], frozenset[str] | None] = lambda: None
+        self.wire: Callable[[Request], Wired] = wire  # a request's model checked and wired (primogeni.am.virtual)
         with sessions.begin() as session:
             if session.get(LockRow, 1) is None:
                 session.add(LockRow(id=1))
@@ -174,15 +177,16 @@ class AggregateManager:
             if end_time <= now:
                 raise GeniError(GeniCode.BADARGS, "geni_end_time is in the past")
             expires = min(expires, end_time)
+        wired = self.wire(request)  # the model checked and its emulated hosts wired, before any lock
         try:
-            return self._allocate(slice_urn, owner_urn, slice_expires, request, request_xml, expires, now,
-                                  ticket_id, fresh_slice, replace_ticket, dry_run)
+            return self._allocate(slice_urn, owner_urn, slice_expires, wired.request, request_xml, expires, now,
+                                  ticket_id, fresh_slice, replace_ticket, dry_run, wired.extras)
         except _DryRun:
             return []
 
     def _allocate(self, slice_urn: str, owner_urn: str, slice_expires: datetime, request: Request, request_xml: str,
                   expires: datetime, now: datetime, ticket_id: str | None, fresh_slice: bool,
-                  replace_ticket: str | None, dry_run: bool) -> list[Sliver]:
+                  replace_ticket: str | None, dry_run: bool, extras: dict[str, dict[str, Any]]) -> list[Sliver]:
         with self.sessions.begin() as session:
             self._lock(session)
             slice_row = self._slice_row(session, slice_urn, owner_urn, slice_expires, now)
@@ -208,7 +212,8 @@ class AggregateManager:
             if dry_run:
                 raise _DryRun
             rows = create_rows(session, slice_row, request, node_places, link_places, inventory=self.inventory,
-                               cm=self.cm, new_urn=self.sliver_urn, expires=expires, now=now, ticket_id=ticket_id)
+                               cm=self.cm, new_urn=self.sliver_urn, expires=expires, now=now, ticket_id=ticket_id,
+                               extras=extras)
             slice_row.request_xml = request_xml
             session.flush()
             return [self._view(r) for r in rows]

@@ -67,7 +67,9 @@ class SliverPlan:
     capacity_kbps: int | None = None
     latency_ms: float | None = None
     packet_loss: float | None = None
-    model: dict[str, object] | None = field(default=None)  # the virtual model, for simulator slivers
+    model: dict[str, object] | None = field(default=None)  # simulator slivers: the model ({format, text})
+    attach: tuple[tuple[str, str], ...] = ()  # simulator slivers: (emulated host path, its interface's name)
+    routes: tuple[tuple[str, str], ...] = ()  # node slivers: (destination prefix, gateway), e.g. to a model
     # node slivers: the control port range [lo, hi] (ssh on lo), the slice's hosts (client_id →
     # first experimental address), its link VNIs and the physical nodes of its node slivers (vsys)
     ports: tuple[int, int] | None = None

@@ -98,13 +98,13 @@ def _plan(row: SliverRow, facts: _SliceFacts) -> SliverPlan:
             names = login_names([u["urn"] for u in spec["users"]])
             logins = tuple(PlannedLogin(name, spec["ssh_port"], tuple(u["keys"]))
                            for name, u in zip(names, spec["users"], strict=True))
-        model = None
-        if row.sliver_type == "simulator":
-            model = model_of(row.slice.request_xml)
+        devices = {i["client_id"]: i["name"] for i in spec["interfaces"]}
         ports = tuple(spec["ports"]) if "ports" in spec else (spec["ssh_port"], spec["ssh_port"])
         return SliverPlan(row.slice_urn, row.urn, "node", row.client_id, row.component, row.sliver_type,
                           row.exclusive, tuple(sorted(c.slot for c in row.claims)), spec["hostname"], ifaces,
-                          logins, model=model, ports=(int(ports[0]), int(ports[1])), hosts=facts.hosts,
+                          logins, model=spec.get("model"), ports=(int(ports[0]), int(ports[1])), hosts=facts.hosts,
+                          routes=tuple((str(d), str(v)) for d, v in spec.get("routes", ())),
+                          attach=tuple((str(p), devices[c]) for p, c in spec.get("attach", ())),
                           vsys_keys=facts.vnis, vsys_peers=tuple(c for c in facts.components if c != row.component))
     ends, nodes, names = [], [], []
     for ref in spec["interface_refs"]:
@@ -177,7 +177,10 @@ def address_link(link_urn: str, refs: Sequence[str], nodes: dict[str, SliverRow]
     taken = {i["address"] for i in mine if i["address"]}
     given = {ipaddress.IPv4Interface(f"{i['address']}/{i['netmask']}").network for i in mine
              if i["address"] and i["netmask"] and ipaddress.ip_address(i["address"]).version == 4}
-    todo = [i for i in mine if not i["address"]]
+    # a simulator's interface carries frames into the simulator: it has no address of its own
+    frames = {i["client_id"] for urn, spec in specs.items() if by_urn[urn].sliver_type == "simulator"
+              for i in spec["interfaces"]}
+    todo = [i for i in mine if not i["address"] and i["client_id"] not in frames]
     pooled: ipaddress.IPv4Network | None = None
     if todo:
         if len(given) == 1:
@@ -196,14 +199,3 @@ def address_link(link_urn: str, refs: Sequence[str], nodes: dict[str, SliverRow]
     for urn, spec in specs.items():
         by_urn[urn].spec = json.dumps(spec)
     return pooled
-
-
-def model_of(request_xml: str) -> dict[str, object] | None:
-    from primogeni.geni.rspec import parse_request
-
-    if not request_xml:
-        return None
-    model = parse_request(request_xml).model
-    if model is None:
-        return None
-    return {"format": model.format, "text": model.text, "url": model.url, "mapping": [list(m) for m in model.mapping]}

@@ -326,9 +326,14 @@ def addresses(ipr: IPRoute, name: Device) -> list[ipaddress.IPv4Interface]:
 
 def add_default_route(ipr: IPRoute, gateway: str | ipaddress.IPv4Address) -> None:
     """Set the default route via ``gateway`` (replacing any other); meant for sliver namespaces."""
-    body = (_RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST, 0)
-            + _nla_ip4(RTA_GATEWAY, gateway))
-    _request("default route", f"route via {gateway}", _talk, ipr, RTM_NEWROUTE,
+    add_route(ipr, ipaddress.IPv4Network("0.0.0.0/0"), gateway)
+
+
+def add_route(ipr: IPRoute, dst: ipaddress.IPv4Network, gateway: str | ipaddress.IPv4Address) -> None:
+    """Set the route to ``dst`` via ``gateway`` (replacing one to the same ``dst``)."""
+    body = (_RTMSG.pack(socket.AF_INET, dst.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST, 0)
+            + (_nla_ip4(RTA_DST, dst.network_address) if dst.prefixlen else b"") + _nla_ip4(RTA_GATEWAY, gateway))
+    _request(str(dst), f"route via {gateway}", _talk, ipr, RTM_NEWROUTE,
              NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, body)
 
 
