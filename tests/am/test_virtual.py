@@ -119,3 +119,28 @@ def test_a_bad_model_changes_nothing(am) -> None:  # noqa: F811
     with pytest.raises(GeniError):
         am.allocate(SLICE_A, OWNER, T0.replace(year=2027), parse_request(xml), xml)
     assert counts(am) == before
+
+
+REAL_DML = """Net [
+  prefix 10.60.0.0/16
+  host [ id a emulated true interface [ id 0 ] ]
+  router [ id r interface [ id 0 ] interface [ id 1 ] ]
+  host [ id b emulated true interface [ id 0 ] ]
+  link [ attach a(0) attach r(0) delay 0.003 bitrate 1e8 ]
+  link [ attach r(1) attach b(0) delay 0.003 bitrate 1e8 ]
+]"""
+
+
+def test_a_real_dml_model_is_described_in_the_sandbox_and_wired() -> None:
+    xml = (rspec(MAPS.replace("top:h1", "top:a").replace("top:h2", "top:b"))
+           .replace(f"<![CDATA[{DML}]]>", f"<![CDATA[{REAL_DML}]]>"))
+    w = virtual.wire(parse_request(xml))
+    assert w.facts is not None and w.facts["prefix"] == "10.60.0.0/16"
+    addresses = {n.client_id: [str(i.ip.address) for i in n.interfaces if i.ip] for n in w.request.nodes}
+    want = {e["path"]: e["address"].split("/")[0] for e in w.facts["emulated"]}
+    assert addresses == {"h1": [want["top:a"]], "h2": [want["top:b"]], "sim0": []}
+    assert w.extras["h1"]["routes"] == [["10.60.0.0/16", w.facts["emulated"][0]["gateway"]]]
+    broken = xml.replace("attach r(1)", "attach nowhere(1)")
+    with pytest.raises(GeniError, match="model: .*nowhere") as info:
+        virtual.wire(parse_request(broken))
+    assert info.value.code == GeniCode.BADARGS
