@@ -77,7 +77,7 @@ def test_a_link_the_request_gives_is_used_and_its_address_checked() -> None:
     assert w.extras["sim0"]["attach"][0] == ["top:h1", "sim0:if0"]
     wrong = xml.replace('<interface client_id="h1:if0"/>',
                         '<interface client_id="h1:if0"><ip address="10.9.9.9" netmask="255.255.255.0"/></interface>')
-    with pytest.raises(GeniError, match="asks for 10.9.9.9.*model gives top:h1 10.0.1.2/24"):
+    with pytest.raises(GeniError, match=r"asks for 10\.9\.9\.9.*model gives top:h1 10\.0\.1\.2/24"):
         wired(wrong)
 
 
@@ -141,6 +141,6 @@ def test_a_real_dml_model_is_described_in_the_sandbox_and_wired() -> None:
     assert addresses == {"h1": [want["top:a"]], "h2": [want["top:b"]], "sim0": []}
     assert w.extras["h1"]["routes"] == [["10.60.0.0/16", w.facts["emulated"][0]["gateway"]]]
     broken = xml.replace("attach r(1)", "attach nowhere(1)")
-    with pytest.raises(GeniError, match="model: .*nowhere") as info:
+    with pytest.raises(GeniError, match=r"model: .*nowhere") as info:
         virtual.wire(parse_request(broken))
     assert info.value.code == GeniCode.BADARGS

@@ -6,7 +6,8 @@ namespace ``primo-<node>-<slot>``, cgroup ``primo/<node>-<slot>``) with its cont
 NAT of its port range, ``ip_local_port_range`` = that range), its experimental veths
 ``primo<slot>e<i>`` ↔ the spec's names on their links' bridges, and sshd for its logins. Links
 and vsys links are a base class's (:mod:`primogeni.agent.realize_links`), commands and sshd
-another's (:mod:`primogeni.agent.realize_procs`). Every ``ensure_*`` and ``remove_*`` is
+another's (:mod:`primogeni.agent.realize_procs`), a simulator sliver's simulation another's
+(:mod:`primogeni.agent.realize_sim`). Every ``ensure_*`` and ``remove_*`` is
 idempotent; :meth:`Realizer.remove_slivers` / :meth:`Realizer.remove_links` remove many at once
 (the kernel then frees namespaces and deletes devices in batches); :meth:`Realizer.reconcile`
 makes the kernel match the store after an agent restart or crash and reports what it did;
@@ -20,7 +21,8 @@ lock guards shared objects (bridges, tunnels, the uid table), always taken after
 
 On disk (``state_dir``) the realizer keeps only what outlives it: container pid files
 (``containers/``), sshd pid files (``sshd/<slot>.pid``), the commands it started
-(``commands/<slot>.json``) and the node's login uids (``uids.json``). Run state is the store's.
+(``commands/<slot>.json``), simulations (``simulations/<slot>.json``) and the node's login uids
+(``uids.json``). Run state is the store's.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-unty
 from primogeni.agent import monitor as mon
 from primogeni.agent import realize_links as rl
 from primogeni.agent.realize_links import SpecStore
-from primogeni.agent.realize_procs import ProcRealizer, _kill, _write_json
+from primogeni.agent.realize_procs import _kill, _write_json
+from primogeni.agent.realize_sim import IPV6, SimRealizer, sim_root
 from primogeni.agent.spec import SliverSpec
 from primogeni.agent.vsys import secure_tree
 from primogeni.emu import container, links, netns
@@ -53,7 +56,7 @@ UID_BASE = 20000  # the first login's uid; uids are stable per node (uids.json)
 PING_GROUPS = "0 2147483647"  # every group may use ICMP echo sockets (ping without privileges)
 
 
-class Realizer(ProcRealizer):
+class Realizer(SimRealizer):
     """Specs → kernel on one node (see the module docstring and :class:`LinkRealizer`)."""
 
     def __init__(self, *, node: str, state_dir: Path, underlay_dev: str, underlay_ip: str, store: SpecStore,
@@ -198,9 +201,12 @@ class Realizer(ProcRealizer):
 
     @staticmethod
     def _sysctls(spec: SliverSpec) -> tuple[tuple[str, str], ...]:
-        """The sliver's own sysctls: its port range for local ports, ICMP echo sockets for every group."""
+        """The sliver's own sysctls: its port range for local ports, ICMP echo sockets for every group;
+        no IPv6 in a simulator (its interfaces carry the emulated hosts' frames and nothing of its own)."""
         lo, hi = spec.ports
-        return (("net.ipv4.ip_local_port_range", f"{lo} {hi}"), ("net.ipv4.ping_group_range", PING_GROUPS))
+        quiet = (("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1"))
+        return (("net.ipv4.ip_local_port_range", f"{lo} {hi}"), ("net.ipv4.ping_group_range", PING_GROUPS),
+                *(quiet if spec.kind == "simulator" and IPV6.is_dir() else ()))
 
     def _vsys_dir(self, slot: int) -> Path: return rl.vsys_dir(self.state_dir, slot)
 
@@ -287,6 +293,8 @@ class Realizer(ProcRealizer):
                             rl.del_address(sipr, iface.name, old)
                 if address is not None:
                     links.add_address(sipr, iface.name, address)
+            for dst, via in spec.routes:  # the model's address space via the simulated gateway
+                links.add_route(sipr, ipaddress.IPv4Network(dst), via)
             for i, (iface, link) in enumerate(zip(spec.interfaces, wanted, strict=True)):
                 kbps = link.capacity_kbps if link is not None else 0
                 if kbps > 0 or not fresh:
@@ -362,6 +370,7 @@ class Realizer(ProcRealizer):
             return
         had_ctl = {slot: links.exists(ipr, rl.ctl_device(slot)) for slot in slots}
         for slot in slots:
+            self._end_simulation(slot, 0, forget=True)  # before the container: it holds the namespace
             self._stop_sshd(slot)
             self._forget_commands(slot)
         container.destroy_many([rl.sliver_netns(self.node, slot) for slot in slots], self.run_dir)
@@ -433,7 +442,7 @@ class Realizer(ProcRealizer):
     # -- run state, reboot, commands -------------------------------------------------------------------
 
     def start_sliver(self, urn: str) -> None:
-        """(Re)start sshd; a container that died is made again."""
+        """(Re)start sshd; a container that died is made again; a simulator's simulation is started."""
         with self._locked(urn), self._session() as ipr:
             spec = self._held(urn)
             c = container.attach(rl.sliver_netns(self.node, spec.slot), self.run_dir)
@@ -441,11 +450,14 @@ class Realizer(ProcRealizer):
                 self._ensure_sliver(ipr, spec)
             else:
                 self._ensure_sshd(spec, c)
+            self.start_simulation(spec)
 
     def stop_sliver(self, urn: str) -> None:
-        """Kill the container's processes except its PID 1; sshd stays down until started."""
+        """Kill the container's processes except its PID 1 (a simulation first stops on its own, writing its
+        results); sshd stays down until started."""
         with self._locked(urn):
             spec = self._held(urn)
+            self.stop_simulation(spec)
             self._stop_sshd(spec.slot)
             self._forget_commands(spec.slot)
             c = container.attach(rl.sliver_netns(self.node, spec.slot), self.run_dir)
@@ -533,6 +545,7 @@ class Realizer(ProcRealizer):
     def teardown(self) -> None:
         """Remove everything of this node: slivers, devices, NAT table, control bridge, cgroups, files."""
         with self._session() as ipr, self._node_lock:
+            self._end_simulations()
             slots = (rl.parse_sliver_netns(self.node, name) for name in netns.names(f"primo-{self.node}-"))
             self._remove_slots(ipr, {slot: None for slot in slots if slot is not None})
             self._remove_cgroups(set())
@@ -542,9 +555,9 @@ class Realizer(ProcRealizer):
                     self.reaper.retire(ipr, device)
             self.reaper.wait()
             self.ctl.teardown()
-            for directory in ("containers", "sshd", "commands"):
+            for directory in ("containers", "sshd", "commands", "simulations"):
                 shutil.rmtree(self.state_dir / directory, ignore_errors=True)
-            for tree in (self.sshd_dir, rl.vsys_root(self.state_dir)):
+            for tree in (self.sshd_dir, rl.vsys_root(self.state_dir), sim_root(self.state_dir)):
                 shutil.rmtree(tree, ignore_errors=True)
             (self.state_dir / "uids.json").unlink(missing_ok=True)
             for table in (self._slots, self._vnis, self._bridges, self._warnings, self._shaped, self._patches):

@@ -26,19 +26,17 @@ import http.client
 import inspect
 import logging
 import signal
-import socket
 import threading
 import xmlrpc.client
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-from primogeni.agent import monitor
 from primogeni.agent.config import AGENT_PATH, AgentConfig
 from primogeni.agent.events import EventScheduler
 from primogeni.agent.realize import Realizer
 from primogeni.agent.realize_links import vsys_dir
+from primogeni.agent.service_util import _failure, _need, _overlap, _parse, node_facts, results_wire, xmlrpc_safe
 from primogeni.agent.spec import EventSpec, LinkSpec, SliverSpec, SpecError
 from primogeni.agent.store import Store, StoreError
 from primogeni.agent.vsys import VsysServer
@@ -53,7 +51,6 @@ from primogeni.rpc import RpcServer, client, envelope
 log = logging.getLogger(__name__)
 
 RETRY_INTERVAL = 3.0  # seconds between registration attempts until one succeeds
-_INT_MAX = (1 << 31) - 1  # XML-RPC <int> is 32 bits
 _STRIPES = 64
 
 
@@ -72,6 +69,7 @@ class RealizerApi(Protocol):
     # def try_slivers(self, specs: Sequence[SliverSpec]) -> dict[str, EmuError]  (urn -> why it failed)
     # def remove_slivers(self, urns: Sequence[str]) -> None
     # def remove_links(self, urns: Sequence[str]) -> None
+    # def simulation(self, urn: str) -> dict[str, Any]  (a simulator sliver's run: the Results method)
     def set_link_state(self, urn: str, up: bool) -> None: ...
     def start_sliver(self, urn: str) -> None: ...
     def stop_sliver(self, urn: str) -> None: ...
@@ -87,75 +85,6 @@ class RealizerApi(Protocol):
     def warnings(self, urn: str) -> list[str]: ...
 
 
-def xmlrpc_safe(value: Any) -> Any:
-    """``value`` in XML-RPC's shapes: tuples become lists, keys strings, and integers beyond 32
-    bits (byte counters, memory sizes) doubles, which are exact up to 2**53."""
-    if isinstance(value, bool) or value is None or isinstance(value, str | float):
-        return value
-    if isinstance(value, int):
-        return value if -_INT_MAX - 1 <= value <= _INT_MAX else float(value)
-    if isinstance(value, Mapping):
-        return {str(k): xmlrpc_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [xmlrpc_safe(v) for v in value]
-    return value
-
-
-def node_facts(state_dir: Path, underlay_dev: str, underlay_ip: str) -> dict[str, Any]:
-    """What the AM advertises about this node: CPUs, memory and disk (bytes), interfaces.
-
-    Interfaces are those of the agent's network namespace, without loopback and without the
-    ``primo…`` devices the agent made itself (the underlay device is kept).
-    """
-    interfaces: list[dict[str, Any]] = []
-    for _index, name in socket.if_nameindex():
-        if name == underlay_dev:
-            interfaces.append({"name": name, "role": "underlay", "address": underlay_ip})
-        elif name != "lo" and not name.startswith("primo"):
-            interfaces.append({"name": name, "role": "other"})
-    return {
-        "cpus": monitor.cpu_count(),
-        "mem_total": monitor.read_meminfo().get("MemTotal", 0),
-        "disk_total": monitor.disk_usage(state_dir)[0],
-        "interfaces": interfaces,
-    }
-
-
-def _need(value: object, kind: type | tuple[type, ...], what: str) -> Any:
-    if value is None:
-        raise GeniError(GeniCode.MISSINGARGS, f"{what} is required")
-    if not isinstance(value, kind):
-        raise GeniError(GeniCode.BADARGS, f"{what} has the wrong type ({type(value).__name__})")
-    return value
-
-
-_Spec = TypeVar("_Spec", SliverSpec, LinkSpec)
-
-
-def _parse(kind: type[_Spec], data: object, what: str) -> _Spec:
-    """A batch item's spec; SpecError (BADARGS) naming the item when it is malformed."""
-    try:
-        return kind.from_dict(_need(data, dict, what))
-    except SpecError as exc:
-        raise SpecError(f"{what}: {exc}") from None
-
-
-def _failure(method: str, urn: str, exc: Exception) -> str:
-    """A batch item's failure as its answer: ``"<GENI code name>: <reason>"``, and logged."""
-    if isinstance(exc, GeniError):
-        text = f"{exc.code.name}: {exc.reason}"
-    elif isinstance(exc, SpecError):
-        text = f"BADARGS: {exc}"
-    else:
-        text = f"ERROR: {method}: {exc}"
-    log.warning("%s: %s: %s", method, urn, text)
-    return text
-
-
-def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
-
-
 class AgentApi:
     """The ``/primo/agent/1`` route: authorises the caller, checks arguments, calls the service."""
 
@@ -167,6 +96,7 @@ class AgentApi:
             "Release": service.release, "Status": service.status, "Monitor": service.monitor,
             "Event": service.event, "Reconcile": service.reconcile,
             "ProvisionMany": service.provision_many, "ReleaseMany": service.release_many,
+            "Results": service.results,
         }
 
     def authorised(self, caller: Gid) -> bool:
@@ -389,6 +319,22 @@ class AgentService:
             self.store.set_run_state(text, "stopped")
             self.realizer.stop_sliver(text)
             return self._state(text)
+
+    def results(self, urn: object) -> dict[str, Any]:
+        """A simulator sliver's simulation: ``{state, exit_code (when ended), log, files: {name: base64},
+        omitted}`` (``SimRealizer.simulation``); SEARCHFAILED for an unknown sliver, BADARGS for another kind."""
+        text = self._held_sliver(urn)
+        with self._lock(text):
+            spec = self.store.get_sliver(text)
+            if spec is None:
+                raise GeniError(GeniCode.SEARCHFAILED, f"no sliver {text[:200]} on node {self.config.node}")
+            if spec.kind != "simulator":
+                raise GeniError(GeniCode.BADARGS, f"sliver {text[:200]} is a {spec.kind[:40]}, not a simulator: "
+                                                  "it has no simulation results")
+            read: Callable[[str], dict[str, Any]] | None = getattr(self.realizer, "simulation", None)
+            if read is None:
+                raise GeniError(GeniCode.UNSUPPORTED, f"the agent of node {self.config.node} runs no simulations")
+            return results_wire(read(text))
 
     def release(self, urn: object) -> bool:
         """Remove a sliver (its vsys links and FIFOs first) or a link; an unknown URN is fine."""

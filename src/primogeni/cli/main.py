@@ -249,16 +249,20 @@ def check(model: str, param: tuple[str, ...]) -> None:
 @click.option("--spin", default=None, callback=_duration,
               help="Busy-poll this long before each event (default 200us; 0 never; e.g. 1h: always, a whole core).")
 @click.option("--progress", default=5.0, type=float, show_default=True, help="Seconds between progress lines.")
+@click.option("--user", default=None, metavar="UID[:GID]",
+              help="Read the model and open every endpoint as the caller (root), then drop to this user and group "
+              "(GID: UID by default) for good before the model is loaded and run. Not with --host.")
 def immerse(model: str, hosts: tuple[str, ...], binds: tuple[str, ...], tap_fds: tuple[str, ...],
             duration: int | None, ratio: float, out: str | None, seed: int, capture: tuple[str, ...],
             param: tuple[str, ...], no_offload: bool, interval: int | None, behind_threshold: int,
-            spin: int | None, progress: float) -> None:
+            spin: int | None, progress: float, user: str | None) -> None:
     """Run MODEL in real time with real hosts attached to its emulated hosts (see docs/IMMERSION.md).
 
     Ends after --duration, or on SIGTERM/SIGINT; writes results to --out; removes what it made."""
     from primogeni.immersion.run import main as run_immerse
 
-    sys.exit(run_immerse(model, hosts=hosts, binds=binds, tap_fds=tap_fds, say=lambda m: click.echo(m, err=True),
+    sys.exit(run_immerse(model, hosts=hosts, binds=binds, tap_fds=tap_fds, user=user,
+                         say=lambda m: click.echo(m, err=True),
                          params=_params(param), duration=duration, ratio=ratio, out=out, seed=seed,
                          capture=capture, offload=not no_offload, interval=interval,
                          behind_threshold=behind_threshold, spin=spin, progress=progress))
@@ -271,6 +275,12 @@ _register_geni(main)
 from primogeni.cli.substrate import register as _register_substrate  # noqa: E402
 
 _register_substrate(main)
+
+from primogeni.cli.plot import plot_command  # noqa: E402
+from primogeni.cli.results import COMMANDS as _RESULTS  # noqa: E402
+
+for _command in (plot_command, *_RESULTS):
+    main.add_command(_command)
 
 if __name__ == "__main__":  # python -m primogeni.cli.main
     main()

@@ -18,9 +18,19 @@
 
 3. Run in real time (``ratio``) for ``duration``, or until SIGTERM or SIGINT, printing a
    progress line every few seconds, and the real-time loop's warnings as they come (loud: the
-   simulator is behind the wall clock).
+   simulator is behind the wall clock). A signal that comes while the run is being prepared
+   ends it as soon as it starts, with its results.
 4. Write the results (``summary.json`` with its ``realtime`` and ``immersion`` blocks,
    ``flows.csv``, ``links.csv``, pcaps of ``capture``) to ``out``, and print a short report.
+
+With ``--user UID[:GID]`` (the node agent's simulator sliver) the order changes so that the
+model never runs with privileges: the model file is read and every endpoint opened as the
+caller (root; a bound interface also loses IPv6, so that the simulator's side sends nothing of
+its own), then the process drops to UID/GID for good (:func:`drop_privileges`), and only then
+is the model loaded from the text read earlier (:func:`load_model_text`: a Python model's code
+runs as UID), checked against the attachments (the endpoints are closed on any error), run,
+and its results written as UID. ``--host`` needs root after the model is loaded (the host's
+address comes from it), so it cannot be combined with ``--user``.
 
 Whatever happens (error, signal), every TAP made here is closed on the way out, and the kernel
 removes it with its addresses and routes; a SIGKILL does the same (the descriptors die with
@@ -29,11 +39,17 @@ the process).
 
 from __future__ import annotations
 
+import builtins
+import importlib
+import inspect
 import logging
+import os
+import pkgutil
 import signal
+import threading
 import time
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,11 +59,20 @@ from primogeni.errors import EmuError, ModelError, PrimoError
 from primogeni.immersion.bridge import Immersion, emulated_hosts, host_path
 from primogeni.immersion.hostside import DEFAULT_IFNAME, adopt_tap, check_ifname, configure_host, make_tap
 from primogeni.net.units import ms, s
-from primogeni.sim.loader import load_model
+from primogeni.sim.dml.parser import parse as parse_dml
+from primogeni.sim.dml.parser import resolve as resolve_dml
+from primogeni.sim.dml.schema import network_from_dml
+from primogeni.sim.loader import _convert, load_model  # _convert: a parameter's type, as load_model does
+from primogeni.sim.model import Network
 from primogeni.sim.realtime import attended, fmt_ns
 from primogeni.sim.simulation import Results, Simulation
 
 UNTIL_STOPPED = s(24 * 3600)  # the planned duration of a run given none: it ends on SIGTERM/SIGINT
+# imported before dropping privileges: the interpreter's own files may not be readable by the user
+# (a Python under /root, say); a Python model may use these
+PRELOAD = ("__future__", "array", "bisect", "collections", "copy", "csv", "dataclasses", "decimal", "enum",
+           "fractions", "functools", "hashlib", "heapq", "ipaddress", "itertools", "json", "math", "operator",
+           "random", "re", "statistics", "string", "struct", "textwrap", "typing")
 Say = Callable[[str], None]
 
 
@@ -99,6 +124,17 @@ def parse_bind(text: str) -> BindSpec:
     return BindSpec(path, ifname)
 
 
+def parse_user(text: str) -> tuple[int, int]:
+    """``--user UID[:GID]`` (numbers; GID defaults to UID) as ``(uid, gid)``; root is refused."""
+    uid, sep, gid = text.partition(":")
+    if not uid.isdigit() or (sep and not gid.isdigit()):
+        raise ValueError(f"--user {text!r}: expected UID[:GID] as numbers, e.g. 20001:20001")
+    ids = int(uid), int(gid) if sep else int(uid)
+    if 0 in ids or max(ids) >= 2**32 - 1:
+        raise ValueError(f"--user {text!r}: not a user to drop to (0 is root)")
+    return ids
+
+
 def parse_tap_fd(text: str) -> TapFdSpec:
     path, fd = _split(text, "--tap-fd", "HOST=FD, e.g. top:h1=3")
     if not fd.isdigit():
@@ -126,6 +162,7 @@ class Options:
     split_threshold: int | None = None
     spin: int | None = None  # busy-poll this long before each event (None: the loop's default, 200 µs)
     progress: float = 5.0  # wall seconds between progress lines; 0: none
+    user: tuple[int, int] | None = None  # (uid, gid) to drop to once the endpoints are open
 
     @property
     def paths(self) -> list[str]:
@@ -134,44 +171,41 @@ class Options:
 
 def immerse(opts: Options, say: Say = print) -> Results:
     """Do it all (see the module's docstring); return the results. Errors are raised (``ModelError``
-    before anything is made, ``EmuError`` from the kernel), after everything made is removed."""
+    before anything is made, or with ``user`` before the model is run; ``EmuError`` from the kernel),
+    after everything made is removed."""
     if opts.ratio <= 0:
         raise ValueError("the ratio must be > 0")
-    network = load_model(opts.model, opts.params)
-    duration = opts.duration if opts.duration is not None else UNTIL_STOPPED
-    interval = opts.interval or (ms(100) if duration <= s(3600) else s(1))
-    sim = Simulation(network, seed=opts.seed, capture=opts.capture, sample_interval=interval)
-    sim.check()
-    emulated_hosts(network, opts.paths)  # every mismatch named before the kernel is touched
+    if opts.user is not None and opts.hosts:
+        raise ValueError("--host cannot be combined with --user: the host is configured from the model, "
+                         "after the privileges are dropped; attach it with --bind or --tap-fd")
     _check_unique(opts)
-    loop = sim.realtime
-    loop.behind_threshold = opts.behind_threshold
-    if opts.spin is not None:
-        if opts.spin < 0:
-            raise ValueError("spin must be >= 0 ns")
-        loop.spin = opts.spin
     with ExitStack() as stack:
-        stack.enter_context(attended(loop.stop, _SayHandler(say), (signal.SIGTERM, signal.SIGINT)))
-        attachments: dict[str, Endpoint] = {}
-        for k, spec in enumerate(opts.hosts):
-            ep: Endpoint = make_tap(spec.netns, spec.ifname, index=k, vnet=opts.offload)
-            stack.callback(ep.close)
-            attachments[spec.path] = ep
-        for b in opts.binds:
-            ep = PacketEndpoint.bind(b.ifname, vnet=opts.offload)
-            stack.callback(ep.close)
-            attachments[b.path] = ep
-        for t in opts.tap_fds:
-            ep = adopt_tap(t.fd)
-            stack.callback(ep.close)
-            attachments[t.path] = ep
+        early = stack.enter_context(_signals_held())  # a stop asked for before the run: honoured when it starts
+        if opts.user is None:
+            sim = _simulation(load_model(opts.model, opts.params), opts)  # checked before the kernel is touched
+            stack.enter_context(attended(sim.realtime.stop, _SayHandler(say), (signal.SIGTERM, signal.SIGINT)))
+            attachments = _attach(opts, stack, say)
+        else:
+            text = read_model(opts.model)
+            attachments = _attach(opts, stack, say)
+            preload()
+            drop_privileges(*opts.user)
+            say(f"dropped privileges: uid {opts.user[0]} gid {opts.user[1]}")
+            sim = _simulation(load_model_text(text, opts.model, opts.params), opts)
+            stack.enter_context(attended(sim.realtime.stop, _SayHandler(say), (signal.SIGTERM, signal.SIGINT)))
+        if early:
+            sim.realtime.stop()  # the run ends at once, with its (empty) results
+        network = sim.network
         imm = Immersion(sim, attachments, offload=opts.offload, split_threshold=opts.split_threshold)
         stack.callback(imm.close)
         for spec in opts.hosts:
             h = imm.emulation.hosts[host_path(network, spec.path)]
             configure_host(spec.netns, spec.ifname, h.address, h.gateway, network.prefix)
+        duration = opts.duration if opts.duration is not None else UNTIL_STOPPED
         results = _run(sim, imm, duration, opts, say)
         imm.record(results)
+        if opts.user is not None:
+            results.summary["immersion"]["user"] = {"uid": os.getuid(), "gid": os.getgid()}
         if opts.out is not None:
             files = results.write(opts.out)
             say(f"wrote {', '.join(str(f) for f in files)}")
@@ -179,6 +213,171 @@ def immerse(opts: Options, say: Say = print) -> Results:
             say(line)
         return results
     raise AssertionError("unreachable")  # pragma: no cover  (mypy: ExitStack may swallow)
+
+
+@contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """While the run is prepared: SIGTERM and SIGINT are noted (in the list yielded) rather than fatal,
+    so that a stop asked for early still ends with results. Only in the main thread (where signals go)."""
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    old = {sig: signal.signal(sig, lambda signum, _frame: noted.append(signum))
+           for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield noted
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _simulation(network: Network, opts: Options) -> Simulation:
+    """The model realized and checked, and checked against the attachments; the real-time loop set."""
+    duration = opts.duration if opts.duration is not None else UNTIL_STOPPED
+    interval = opts.interval or (ms(100) if duration <= s(3600) else s(1))
+    sim = Simulation(network, seed=opts.seed, capture=opts.capture, sample_interval=interval)
+    sim.check()
+    emulated_hosts(network, opts.paths)  # every mismatch named before anything runs
+    loop = sim.realtime
+    loop.behind_threshold = opts.behind_threshold
+    if opts.spin is not None:
+        if opts.spin < 0:
+            raise ValueError("spin must be >= 0 ns")
+        loop.spin = opts.spin
+    return sim
+
+
+def _attach(opts: Options, stack: ExitStack, say: Say) -> dict[str, Endpoint]:
+    """Every endpoint opened (TAPs made, sockets bound, descriptors adopted); each closed by ``stack``."""
+    attachments: dict[str, Endpoint] = {}
+    for k, spec in enumerate(opts.hosts):
+        ep: Endpoint = make_tap(spec.netns, spec.ifname, index=k, vnet=opts.offload)
+        stack.callback(ep.close)
+        attachments[spec.path] = ep
+    for b in opts.binds:
+        ep = PacketEndpoint.bind(b.ifname, vnet=opts.offload)
+        stack.callback(ep.close)
+        attachments[b.path] = ep
+        disable_ipv6(b.ifname, say)
+    for t in opts.tap_fds:
+        ep = adopt_tap(t.fd)
+        stack.callback(ep.close)
+        attachments[t.path] = ep
+    return attachments
+
+
+def disable_ipv6(ifname: str, say: Say = print) -> None:
+    """No IPv6 on the bound interface ``ifname`` of this namespace: its side sends nothing of its own
+    (router solicitations, DAD). Without the privilege to do so (CAP_NET_ADMIN), a warning."""
+    path = f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # this kernel has no IPv6
+    except PermissionError:
+        say(f"WARNING: cannot disable IPv6 on {ifname} (not permitted): its own IPv6 packets reach the host")
+        return
+    except OSError as exc:
+        raise EmuError(f"cannot disable IPv6: {exc.strerror}", path) from exc
+    try:
+        os.write(fd, b"1")
+    except OSError as exc:
+        raise EmuError(f"cannot disable IPv6: {exc.strerror}", path) from exc
+    finally:
+        os.close(fd)
+
+
+def read_model(path: str) -> str:
+    """The model file's text (read as the caller, before privileges are dropped)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"model file {path!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {path!r}: {exc.strerror or exc}") from None
+
+
+def load_model_text(text: str, name: str, params: Mapping[str, str] | None = None) -> Network:
+    """The network the model text ``text`` describes, as :func:`primogeni.sim.loader.load_model` would
+    load it from a file named ``name`` (whose suffix, ``.dml`` or ``.py``, gives the format); writes nothing.
+    A Python model's code runs here, in this process."""
+    shown = Path(name).name
+    params = dict(params or {})
+    suffix = Path(name).suffix
+    if suffix == ".dml":
+        if params:
+            raise ModelError(f"DML models take no parameters (got {', '.join(params)})", location=name)
+        return network_from_dml(resolve_dml(parse_dml(text, name)))
+    if suffix != ".py":
+        raise ModelError(f"a model is a .py or .dml file, not {shown!r}")
+    ns: dict[str, Any] = {"__name__": "__primo_model__", "__file__": name, "__builtins__": builtins}
+    exec(compile(text, name, "exec"), ns)
+    fn = ns.get("model")
+    if callable(fn):
+        signature = inspect.signature(fn)
+        kwargs = {}
+        for k, v in params.items():
+            if k not in signature.parameters:
+                raise ModelError(f"model() of {shown} has no parameter {k!r} "
+                                 f"(it takes: {', '.join(signature.parameters)})")
+            kwargs[k] = _convert(v, signature.parameters[k].default, k, shown)
+        net = fn(**kwargs)
+    else:
+        if params:
+            raise ModelError(f"{shown} defines no model() to take parameters")
+        net = ns.get("network")
+    if not isinstance(net, Network):
+        raise ModelError(f"{shown} must define model() returning a Network, or a module-level 'network'")
+    return net
+
+
+def preload() -> None:
+    """Import what the run may need (the simulator's modules, :data:`PRELOAD`) while the interpreter's
+    files are still readable: after :func:`drop_privileges` they may not be."""
+    import primogeni.net
+    import primogeni.sim
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    for package in (primogeni.sim, primogeni.net):
+        for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            if info.name != "primogeni.sim.plot":  # matplotlib: slow, and not used by a run
+                importlib.import_module(info.name)
+
+
+def drop_privileges(uid: int, gid: int) -> None:
+    """Become ``uid``/``gid`` for good: no supplementary groups, real, effective and saved ids all set
+    (so no capability is left), no new privileges through set-user-ID programs. Checked: root cannot be
+    regained and no capability remains; ``EmuError`` otherwise."""
+    where = f"uid {uid} gid {gid}"
+    try:
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as exc:
+        raise EmuError(f"cannot switch to the user: {exc.strerror} (needs root)", where) from exc
+    _no_new_privs(where)
+    try:
+        os.setuid(0)
+    except PermissionError:
+        pass
+    else:
+        raise EmuError("root could be regained after dropping privileges", where)
+    caps = {k: v.strip() for k, _, v in (line.partition(":") for line in Path("/proc/self/status").read_text()
+                                           .splitlines()) if k in ("CapPrm", "CapEff", "CapAmb")}
+    if (os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid) or os.getgroups()
+            or any(int(v, 16) for v in caps.values())):
+        raise EmuError(f"privileges remain after dropping them: {caps}, groups {os.getgroups()}", where)
+
+
+def _no_new_privs(where: str) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        raise EmuError(f"cannot set no_new_privs: {os.strerror(ctypes.get_errno())}", where)
 
 
 def _check_unique(opts: Options) -> None:
@@ -276,13 +475,13 @@ class _SayHandler(logging.Handler):
 
 
 def main(model: str, *, hosts: tuple[str, ...] = (), binds: tuple[str, ...] = (), tap_fds: tuple[str, ...] = (),
-         say: Say = print, **options: Any) -> int:
+         user: str | None = None, say: Say = print, **options: Any) -> int:
     """``primo immerse``: parse the attachments, run, and map errors to exit codes (0 done; 1 the
     kernel refused or the run failed; 2 bad arguments or model). ``options``: the other fields
     of :class:`Options`."""
     try:
         opts = Options(model, tuple(parse_host(h) for h in hosts), tuple(parse_bind(b) for b in binds),
-                       tuple(parse_tap_fd(t) for t in tap_fds), **options)
+                       tuple(parse_tap_fd(t) for t in tap_fds), user=parse_user(user) if user else None, **options)
         if not opts.paths:
             raise ValueError("no real host to attach: give --host, --bind or --tap-fd for each emulated host")
     except (ValueError, EmuError) as exc:
@@ -293,7 +492,7 @@ def main(model: str, *, hosts: tuple[str, ...] = (), binds: tuple[str, ...] = ()
     except ModelError as exc:
         say(f"error: {exc}")
         return 2
-    except PrimoError as exc:
+    except (PrimoError, OSError) as exc:  # OSError: e.g. the results directory is not writable
         say(f"error: {exc}")
         return 1
     except ValueError as exc:  # a bad option value (ratio, spin, duration)
@@ -302,5 +501,6 @@ def main(model: str, *, hosts: tuple[str, ...] = (), binds: tuple[str, ...] = ()
     return 0
 
 
-__all__ = ["UNTIL_STOPPED", "BindSpec", "HostSpec", "Options", "TapFdSpec", "immerse", "main", "parse_bind",
-           "parse_host", "parse_tap_fd", "progress_line", "report"]
+__all__ = ["PRELOAD", "UNTIL_STOPPED", "BindSpec", "HostSpec", "Options", "TapFdSpec", "disable_ipv6",
+           "drop_privileges", "immerse", "load_model_text", "main", "parse_bind", "parse_host", "parse_tap_fd",
+           "parse_user", "preload", "progress_line", "read_model", "report"]

@@ -276,9 +276,9 @@ class Emulation:
             h.drop("short_frame")
             return
         src_mac = frame[6:12]
-        if src_mac != h.mac and not src_mac[0] & 1:
-            self._learn(h, bytes(src_mac))
         ethertype = (frame[12] << 8) | frame[13]
+        if src_mac != h.mac and not src_mac[0] & 1 and ethertype in (ETH_P_IP, ETH_P_ARP):
+            self._learn(h, bytes(src_mac))  # IPv6 & co may come from bridges or the node's veths on the path
         if ethertype == ETH_P_IP:
             if frame[0:6] != h.gateway_mac:
                 h.drop("not_to_gateway")  # broadcast, multicast, or another station's

@@ -14,7 +14,8 @@ processes, by where they run or what they are:
    while the kernel frees the namespace);
 6. cgroups ``primo/*`` in every v1 hierarchy and in the cgroup2 tree (and ``primo`` itself once empty);
 7. mounts at or under ``/vsys`` in this mount namespace, then ``/vsys`` itself when it is empty;
-8. the agents' trees ``/var/lib/primo/sshd`` and ``/dev/shm/primo-vsys`` (everything only);
+8. the agents' trees ``/var/lib/primo/sshd``, ``/dev/shm/primo-vsys`` and ``/run/primo-sim``
+   (simulator slivers' models, logs and results) (everything only);
 9. stale ``agent.pid`` files of the data directories we know.
 
 :func:`find` lists those objects (a dry run), :func:`remove` removes a list, :func:`clean` does
@@ -35,7 +36,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from primogeni.agent.names import VSYS_ROOT
+from primogeni.agent.names import VSYS_ROOT, vsys_root
+from primogeni.agent.realize_sim import SIM_ROOT, sim_root
 from primogeni.emu import cgroups as cg
 from primogeni.emu import links, netns, sshd
 from primogeni.emu import sys as esys
@@ -217,6 +219,13 @@ def remove_groups(hierarchy: cg.Cgroups, prefix: str) -> list[str]:
     return removed
 
 
+def agent_trees(node: str, state_dir: Path) -> list[tuple[str, Path]]:
+    """The directory trees an agent keeps outside its state directory, named for a report: its sshd
+    files, its vsys FIFOs, its simulations (``substrate down`` removes them with the node)."""
+    return [("sshd files", sshd.conf_root(node, state_dir)), ("vsys FIFOs", vsys_root(state_dir)),
+            ("simulations", sim_root(state_dir))]
+
+
 def remove_node_objects(node: str, log: Callable[[str], None] = lambda s: None) -> list[str]:
     """Remove node ``node``'s slivers: netns ``primo-<node>-*`` (and their processes), cgroups ``primo/<node>-*``."""
     removed = []
@@ -319,6 +328,8 @@ def find(scope: Scope = Scope()) -> list[Item]:
         items.append(Item("tree", str(sshd.ROOT), detail="agents' sshd keys and configuration"))
     if scope.everything and VSYS_ROOT.is_dir() and not VSYS_ROOT.is_symlink():
         items.append(Item("tree", str(VSYS_ROOT), detail="agents' vsys FIFOs"))
+    if scope.everything and SIM_ROOT.is_dir() and not SIM_ROOT.is_symlink():
+        items.append(Item("tree", str(SIM_ROOT), detail="agents' simulations: models, logs, results"))
     for home in scope.homes:
         for pid_file in sorted((home / "substrate").glob("*/agent.pid")):
             holder = running_agent(pid_file, pid_file.with_name("agent.toml"))
@@ -427,6 +438,6 @@ def clean(scope: Scope = Scope(), *, dry_run: bool = False,
     return remove(items, log)
 
 
-__all__ = ["Item", "Scope", "agent_config_of", "agents", "alive", "argv_of", "clean", "find", "kill_netns_processes",
-           "netns_entries", "remove", "remove_groups", "remove_netns", "remove_node_objects", "running_agent",
-           "stop_process"]
+__all__ = ["Item", "Scope", "agent_config_of", "agent_trees", "agents", "alive", "argv_of", "clean", "find",
+           "kill_netns_processes", "netns_entries", "remove", "remove_groups", "remove_netns", "remove_node_objects",
+           "running_agent", "stop_process"]

@@ -43,11 +43,10 @@ from pathlib import Path
 from typing import Any
 
 from primogeni.agent.config import AGENT_PATH, AgentConfig
-from primogeni.agent.names import vsys_root
 from primogeni.agent.store import Store
 from primogeni.ch.authority import Authority
 from primogeni.client import ClientConfig, ClientConfigError
-from primogeni.emu import container, links, netns, sshd
+from primogeni.emu import container, links, netns
 from primogeni.errors import EmuError
 from primogeni.geni.cert import Gid, Identity, issue
 from primogeni.geni.urn import Urn
@@ -375,8 +374,7 @@ class Substrate:
             removed += _destroy_containers(self.state_dir(node.name) / "containers")
             removed += clean.remove_node_objects(node.name, log=log)
             _remove_runtime_files(self.state_dir(node.name))
-            for what, tree in (("sshd files", sshd.conf_root(node.name, self.state_dir(node.name))),
-                               ("vsys FIFOs", vsys_root(self.state_dir(node.name)))):
+            for what, tree in clean.agent_trees(node.name, self.state_dir(node.name)):
                 if tree.is_dir():
                     shutil.rmtree(tree, ignore_errors=True)
                     removed.append(f"{what} {tree}")
@@ -578,7 +576,7 @@ def _destroy_containers(run_dir: Path) -> list[str]:
 
 def _remove_runtime_files(state: Path) -> None:
     """What only makes sense while the agent runs (pid files, started commands); the desired state stays."""
-    for pattern in ("containers/*.pid", "sshd/*.pid", "commands/*.json"):
+    for pattern in ("containers/*.pid", "sshd/*.pid", "commands/*.json", "simulations/*.json"):
         for f in state.glob(pattern):
             f.unlink(missing_ok=True)
 
