@@ -31,10 +31,10 @@ lint: $(STAMP)
 test: debs $(STAMP) lint
 	$(VENV)/bin/pytest -q
 
+# The main job: a model with two emulated hosts deployed by the aggregate on four embedded nodes
+# (examples/immersion_demo.py). The other demos: examples/{geni,substrate}_demo.py, primo sim.
 demo: debs $(STAMP)
-	$(VENV)/bin/primo sim examples/dumbbell.py --duration 10s --seed 7 --out results/demo
-	$(PY) examples/geni_demo.py
-	$(PY) examples/substrate_demo.py
+	$(PY) examples/immersion_demo.py --out results/immersion
 
 bench: debs $(STAMP)
 	@dpkg -s xmlsec1 >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xmlsec1 >/dev/null)

@@ -5,12 +5,14 @@ The demos import it from their own directory (``python examples/<demo>.py`` puts
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 PRIMO = [sys.executable, "-m", "primogeni.cli.main"]
 
@@ -60,3 +62,21 @@ def stop(servers: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def wait_for_agents(home: Path, nodes: int) -> None:
+    """Until the aggregate offers ``nodes`` physical nodes (their agents have registered); exits after 60 s."""
+    from primogeni.client import ClientConfig, PrimoClient
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with PrimoClient(ClientConfig.load(home)) as c:
+            if c.list_resources(available=True).count("<node ") >= nodes:
+                return
+        time.sleep(0.5)
+    raise SystemExit("the agents did not register with the aggregate within 60 s")
+
+
+def manifest(home: Path, slice_name: str) -> dict[str, Any]:
+    """``primo manifest SLICE --json``: the slice's nodes (interfaces, logins) and links."""
+    return dict(json.loads(primo(home, "manifest", slice_name, "--json", capture=True)))

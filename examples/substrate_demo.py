@@ -15,7 +15,6 @@ fails.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _demo import PRIMO, free_port, primo, step, stop, wait_for
+from _demo import PRIMO, free_port, manifest, primo, step, stop, wait_for, wait_for_agents
 
 HOST = "10.254.0.1"
 AUTH = "urn:publicid:IDN+primo+node+"
@@ -39,22 +38,6 @@ REQUEST = f"""<rspec xmlns="http://www.geni.net/resources/rspec/3" type="request
     <interface_ref client_id="h3:if0"/></link>
 </rspec>
 """
-
-
-def wait_for_agents(home: Path, nodes: int) -> None:
-    from primogeni.client import ClientConfig, PrimoClient
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with PrimoClient(ClientConfig.load(home)) as c:
-            if c.list_resources(available=True).count("<node ") >= nodes:
-                return
-        time.sleep(0.5)
-    raise SystemExit("the agents did not register with the aggregate within 60 s")
-
-
-def manifest(home: Path, slice_name: str) -> dict[str, object]:
-    return dict(json.loads(primo(home, "manifest", slice_name, "--json", capture=True)))
 
 
 def main() -> None:
