@@ -2,7 +2,7 @@
 
 Four buildings hang off a ring of four core routers. Each building is a chain of three routers
 (b<i>r0 at the core, b<i>r2 at the edge) with three department routers (b<i>d0..2) off its middle
-router, each serving a simulated host. The emulated host ``h1`` sits at the edge of building 0,
+router, each serving a simulated host (the second at 10 Mb/s, the others at 100 Mb/s). The emulated host ``h1`` sits at the edge of building 0,
 ``h2`` at the edge of building 2. Building 2's uplink (core2–b2r0) is the bottleneck: 20 Mb/s,
 5 ms. A simulated UDP flow of ``bg_mbps`` from building 1 to building 2 crosses it; simulated TCP
 and pings run between buildings 1 and 3, and building 3 and 0, and do not.
@@ -31,7 +31,7 @@ def model(bg_mbps: int = 10) -> Network:
             dept = net.router(f"b{b}d{d}")
             net.link(chain[1], dept, bandwidth=Rate.mbps(100), delay=ms(1))
             host = hosts[(b, d)] = net.host(f"b{b}s{d}")
-            net.link(dept, host, bandwidth=Rate.mbps(100), delay=ms(1))
+            net.link(dept, host, bandwidth=Rate.mbps(10 if d == 1 else 100), delay=ms(1))
         if b in (0, 2):
             h = net.host(f"h{b // 2 + 1}", emulated=True)
             net.link(chain[2], h, bandwidth=Rate.mbps(1000), delay=ms(1))

@@ -296,6 +296,18 @@ def test_frames_that_are_not_for_the_gateway_are_counted_and_dropped():
     assert rig.emu.summary()[A]["frames_in"] == 5
 
 
+def test_the_host_mac_is_learnt_only_from_its_own_packets_or_arp():
+    """Bridges, tunnels and veths on the way send frames of their own (IPv6, IGMP): their MACs are not the host's."""
+    rig = Rig(chain_net(1))
+    h = rig.emu.hosts[A]
+    other = bytes.fromhex("822100000009")
+    rig.emu.ingress(A, b"\x33\x33\x00\x00\x00\x02" + other + b"\x86\xdd" + bytes(40))  # IPv6 router solicitation
+    rig.emu.ingress(A, h.gateway_mac + other + b"\x08\x00" + echo(rig.addr("b"), rig.addr("a")))  # not from a
+    assert h.mac is None
+    rig.send(A, echo(rig.addr("a"), rig.addr("b")), AMAC)
+    assert h.mac == AMAC
+
+
 # --- shared queues and bandwidth -------------------------------------------------------------
 
 

@@ -80,7 +80,8 @@ def results(slice_name: str, out: Path | None, plot: bool, home: Path, as_json: 
             written = write_results(out, name, got)
         except (ValueError, OSError) as exc:
             fail(f"{name}: cannot write its results: {exc}", 1)
-        figures = _plot(out / _SAFE.sub("_", name)) if plot and any(p.name == "links.csv" for p in written) else []
+        figures = (_plot(out / _SAFE.sub("_", name), table=not as_json)
+                   if plot and any(p.name == "links.csv" for p in written) else [])
         report.append({"sliver": urn, "name": name, "state": got.get("state"), "exit_code": got.get("exit_code"),
                        "files": [str(p) for p in written], "figures": [str(p) for p in figures],
                        "omitted": list(got.get("omitted") or [])})
@@ -97,7 +98,7 @@ def results(slice_name: str, out: Path | None, plot: bool, home: Path, as_json: 
                  for r in report))
 
 
-def _plot(where: Path) -> list[Path]:
+def _plot(where: Path, *, table: bool) -> list[Path]:
     from primogeni.errors import PrimoError
     from primogeni.sim.plot import plot_results, utilisation_table
 
@@ -107,8 +108,9 @@ def _plot(where: Path) -> list[Path]:
     except PrimoError as exc:
         click.echo(f"cannot plot {where}: {exc}", err=True)
         return []
-    print_table(f"Busiest simulated links ({where.name})", ("interface", "mean", "peak", "drops"),
-                ((i, f"{m:.1f} %", f"{p:.1f} %", str(d)) for i, m, p, d in rows))
+    if table:
+        print_table(f"Busiest simulated links ({where.name})", ("interface", "mean", "peak", "drops"),
+                    ((i, f"{m:.1f} %", f"{p:.1f} %", str(d)) for i, m, p, d in rows))
     return figures
 
 

@@ -275,14 +275,16 @@ class Emulation:
         if len(frame) < ETH_HEADER_LEN:
             h.drop("short_frame")
             return
-        src_mac = frame[6:12]
         ethertype = (frame[12] << 8) | frame[13]
-        if src_mac != h.mac and not src_mac[0] & 1 and ethertype in (ETH_P_IP, ETH_P_ARP):
-            self._learn(h, bytes(src_mac))  # IPv6 & co may come from bridges or the node's veths on the path
         if ethertype == ETH_P_IP:
             if frame[0:6] != h.gateway_mac:
                 h.drop("not_to_gateway")  # broadcast, multicast, or another station's
                 return
+            # The host's MAC is learnt from its own packets (or its ARP) only: bridges, tunnels and
+            # the node's veths on the way send frames of their own (IPv6, IGMP) with theirs.
+            src_mac = frame[6:12]
+            if src_mac != h.mac and not src_mac[0] & 1 and int.from_bytes(frame[26:30], "big") == h.addr:
+                self._learn(h, bytes(src_mac))
             self._ipv4_in(h, frame, gso)
         elif ethertype == ETH_P_ARP:
             self._arp_in(h, frame)
