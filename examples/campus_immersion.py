@@ -2,7 +2,8 @@
 
 Four buildings hang off a ring of four core routers. Each building is a chain of three routers
 (b<i>r0 at the core, b<i>r2 at the edge) with three department routers (b<i>d0..2) off its middle
-router, each serving a simulated host (the second at 10 Mb/s, the others at 100 Mb/s). The emulated host ``h1`` sits at the edge of building 0,
+router, each serving a simulated host (the second at 10 Mb/s, the others at 100 Mb/s). The
+emulated host ``h1`` sits at the edge of building 0,
 ``h2`` at the edge of building 2. Building 2's uplink (core2–b2r0) is the bottleneck: 20 Mb/s,
 5 ms. A simulated UDP flow of ``bg_mbps`` from building 1 to building 2 crosses it; simulated TCP
 and pings run between buildings 1 and 3, and building 3 and 0, and do not.

@@ -151,13 +151,18 @@ def main() -> None:
         primo(home, "stop", "exp1")
         primo(home, "results", "exp1", "--out", str(out_dir))
         summary = json.loads((out_dir / "sim" / "summary.json").read_text())
-        kept_up = summary["realtime"]["kept_up"]
+        rt = summary["realtime"]
         step("measured beside predicted")
         print(f"  ping RTT h1 → h2    measured {measured['rtt_ms']:7.2f} ms    model {predicted['rtt_ms']:7.2f} ms")
         print(f"  TCP throughput      measured {measured['tcp_mbps']:7.2f} Mb/s  model ≈ {predicted['tcp_mbps']:5.2f}"
               f" Mb/s ({predicted['bottleneck_mbps']:g} Mb/s bottleneck less the simulated UDP)")
-        print(f"  the simulator {'kept up with the wall clock' if kept_up else 'FELL BEHIND the wall clock'}; "
-              f"figures in {out_dir / 'sim'}", flush=True)
+        lag = rt["lag_s"]
+        print(f"  real time: {rt['events']:,} events in {rt['wall_s']:.1f} s, lag p50 {lag['p50'] * 1e6:.1f} µs, "
+              f"p99 {lag['p99'] * 1e6:.0f} µs, max {lag['max'] * 1e3:.2f} ms; "
+              + ("kept up with the wall clock" if rt["kept_up"] else
+                 f"FELL BEHIND by {rt['behind_threshold_s'] * 1e3:g} ms or more {rt['behind_episodes']} times, "
+                 f"{rt['behind_s'] * 1e3:.0f} ms in all"), flush=True)
+        print(f"  figures: {', '.join(str(p) for p in sorted((out_dir / 'sim').glob('*.png')))}", flush=True)
         step("delete the experiment; take the substrate down")
         primo(home, "delete", "exp1")
         print(f"\nimmersion demo: done in {time.monotonic() - started:.0f} s")
