@@ -156,7 +156,7 @@ def test_sigterm_ends_the_run_with_results_and_leaves_nothing_behind(
     for ns in (a, b):
         with netns.iproute(ns) as ipr:
             assert links.exists(ipr, "eth1") and links.addresses(ipr, "eth1")
-    res = ping(a, address(b), count=5, interval=0.05)
+    res = ping(a, address(b), count=15, interval=0.05)
     # 2 links of 5 ms each way (20.03 ms simulated) at half speed: 40 ms of wall time
     assert abs(median_rtt(res.stdout) - 40.07) < 1.5, res.stdout
     wait_until(lambda: any(line.startswith("t=") for line in run.lines), 5, "a progress line")
@@ -206,7 +206,7 @@ def test_inherited_tap_descriptors_work_unprivileged(namespaces: Namespaces, imm
         run.wait_running()
         for t in taps:
             t.close()  # the simulator holds the only descriptors now
-        res = ping(a, str(hosts["top:b"].address.ip), count=5, interval=0.05)
+        res = ping(a, str(hosts["top:b"].address.ip), count=15, interval=0.05)
         assert res.returncode == 0, res.stdout
         assert abs(median_rtt(res.stdout) - 6.0) < 1.0  # 3 links of 1 ms each way
         status = Path(f"/proc/{run.proc.pid}/status").read_text()
@@ -238,7 +238,7 @@ def test_a_host_behind_an_existing_interface_is_bound_with_af_packet(
     run = immerse(sim_ns, model("chain.py"), "-p", "routers=1", "-p", "delay_us=2000", "--host", f"top:a={a}",
                   "--bind", "top:b=primosub", "--progress", "0")
     run.wait_running()
-    res = ping(a, str(hb.address.ip), count=5, interval=0.05)
+    res = ping(a, str(hb.address.ip), count=15, interval=0.05)
     assert res.returncode == 0 and abs(median_rtt(res.stdout) - 8.0) < 1.0, res.stdout
     assert run.stop() == 0, run.log
     with netns.iproute(sim_ns) as ipr:

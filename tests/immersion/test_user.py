@@ -105,7 +105,7 @@ def test_the_run_drops_to_the_user_after_opening_its_endpoints(namespaces: Names
         assert re.search(r"^CapPrm:\s+0+$", status, re.M) and re.search(r"^NoNewPrivs:\s+1$", status, re.M)
         for sim_end in ("primosa", "primosb"):
             assert netns.get_sysctl(sim_ns, f"net.ipv6.conf.{sim_end}.disable_ipv6") == "1"
-        res = ping(a, str(hosts["top:b"].address.ip), count=5, interval=0.05)
+        res = ping(a, str(hosts["top:b"].address.ip), count=15, interval=0.05)
         assert res.returncode == 0, res.stdout
         assert abs(median_rtt(res.stdout) - 6.0) < 1.0, res.stdout  # 3 links of 1 ms each way
         assert run.stop() == 0, run.log

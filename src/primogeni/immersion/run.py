@@ -39,9 +39,7 @@ the process).
 
 from __future__ import annotations
 
-import builtins
 import importlib
-import inspect
 import logging
 import os
 import pkgutil
@@ -59,10 +57,7 @@ from primogeni.errors import EmuError, ModelError, PrimoError
 from primogeni.immersion.bridge import Immersion, emulated_hosts, host_path
 from primogeni.immersion.hostside import DEFAULT_IFNAME, adopt_tap, check_ifname, configure_host, make_tap
 from primogeni.net.units import ms, s
-from primogeni.sim.dml.parser import parse as parse_dml
-from primogeni.sim.dml.parser import resolve as resolve_dml
-from primogeni.sim.dml.schema import network_from_dml
-from primogeni.sim.loader import _convert, load_model  # _convert: a parameter's type, as load_model does
+from primogeni.sim.loader import load_model, load_model_text
 from primogeni.sim.model import Network
 from primogeni.sim.realtime import attended, fmt_ns
 from primogeni.sim.simulation import Results, Simulation
@@ -297,40 +292,6 @@ def read_model(path: str) -> str:
         raise ModelError(f"model file {path!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise ModelError(f"cannot read model file {path!r}: {exc.strerror or exc}") from None
-
-
-def load_model_text(text: str, name: str, params: Mapping[str, str] | None = None) -> Network:
-    """The network the model text ``text`` describes, as :func:`primogeni.sim.loader.load_model` would
-    load it from a file named ``name`` (whose suffix, ``.dml`` or ``.py``, gives the format); writes nothing.
-    A Python model's code runs here, in this process."""
-    shown = Path(name).name
-    params = dict(params or {})
-    suffix = Path(name).suffix
-    if suffix == ".dml":
-        if params:
-            raise ModelError(f"DML models take no parameters (got {', '.join(params)})", location=name)
-        return network_from_dml(resolve_dml(parse_dml(text, name)))
-    if suffix != ".py":
-        raise ModelError(f"a model is a .py or .dml file, not {shown!r}")
-    ns: dict[str, Any] = {"__name__": "__primo_model__", "__file__": name, "__builtins__": builtins}
-    exec(compile(text, name, "exec"), ns)
-    fn = ns.get("model")
-    if callable(fn):
-        signature = inspect.signature(fn)
-        kwargs = {}
-        for k, v in params.items():
-            if k not in signature.parameters:
-                raise ModelError(f"model() of {shown} has no parameter {k!r} "
-                                 f"(it takes: {', '.join(signature.parameters)})")
-            kwargs[k] = _convert(v, signature.parameters[k].default, k, shown)
-        net = fn(**kwargs)
-    else:
-        if params:
-            raise ModelError(f"{shown} defines no model() to take parameters")
-        net = ns.get("network")
-    if not isinstance(net, Network):
-        raise ModelError(f"{shown} must define model() returning a Network, or a module-level 'network'")
-    return net
 
 
 def preload() -> None:

@@ -6,13 +6,15 @@ line as strings, e.g. ``primo sim dumbbell.py -p n=10``) or a module-level ``net
 
 from __future__ import annotations
 
+import builtins
 import inspect
-import runpy
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from primogeni.errors import ModelError
-from primogeni.sim.dml.parser import load as load_dml
+from primogeni.sim.dml.parser import parse as parse_dml
+from primogeni.sim.dml.parser import resolve as resolve_dml
 from primogeni.sim.dml.schema import network_from_dml
 from primogeni.sim.model import Network
 
@@ -38,27 +40,44 @@ def load_model(path: str | Path, params: Mapping[str, str] | None = None) -> Net
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"no model file {str(p)!r}")
-    params = dict(params or {})
-    if p.suffix == ".dml":
-        if params:
-            raise ModelError(f"DML models take no parameters (got {', '.join(params)})", location=str(p))
-        return network_from_dml(load_dml(str(p)))
-    if p.suffix != ".py":
+    if p.suffix not in (".dml", ".py"):
         raise ModelError(f"a model is a .py or .dml file, not {p.name!r}")
-    ns = runpy.run_path(str(p), run_name="__primo_model__")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"cannot read the model: {exc}", location=str(p)) from None
+    return load_model_text(text, str(p), params)
+
+
+def load_model_text(text: str, name: str, params: Mapping[str, str] | None = None) -> Network:
+    """The network the model text ``text`` describes, read as if from a file named ``name`` (whose
+    suffix, ``.dml`` or ``.py``, gives the format; messages name it); writes nothing. A Python model's
+    code runs here, in this process (``primo immerse --user`` reads the text, then drops privileges)."""
+    shown = Path(name).name
+    params = dict(params or {})
+    suffix = Path(name).suffix
+    if suffix == ".dml":
+        if params:
+            raise ModelError(f"DML models take no parameters (got {', '.join(params)})", location=name)
+        return network_from_dml(resolve_dml(parse_dml(text, name)))
+    if suffix != ".py":
+        raise ModelError(f"a model is a .py or .dml file, not {shown!r}")
+    ns: dict[str, Any] = {"__name__": "__primo_model__", "__file__": name, "__builtins__": builtins}
+    exec(compile(text, name, "exec"), ns)
     fn = ns.get("model")
     if callable(fn):
-        sig = inspect.signature(fn)
+        signature = inspect.signature(fn)
         kwargs = {}
         for k, v in params.items():
-            if k not in sig.parameters:
-                raise ModelError(f"model() of {p.name} has no parameter {k!r} (it takes: {', '.join(sig.parameters)})")
-            kwargs[k] = _convert(v, sig.parameters[k].default, k, p.name)
+            if k not in signature.parameters:
+                raise ModelError(f"model() of {shown} has no parameter {k!r} "
+                                 f"(it takes: {', '.join(signature.parameters)})")
+            kwargs[k] = _convert(v, signature.parameters[k].default, k, shown)
         net = fn(**kwargs)
     else:
         if params:
-            raise ModelError(f"{p.name} defines no model() to take parameters")
+            raise ModelError(f"{shown} defines no model() to take parameters")
         net = ns.get("network")
     if not isinstance(net, Network):
-        raise ModelError(f"{p.name} must define model() returning a Network, or a module-level 'network'")
+        raise ModelError(f"{shown} must define model() returning a Network, or a module-level 'network'")
     return net
