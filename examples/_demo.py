@@ -6,15 +6,21 @@ The demos import it from their own directory (``python examples/<demo>.py`` puts
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 PRIMO = [sys.executable, "-m", "primogeni.cli.main"]
+HOST = "10.254.0.1"  # the host's address on the embedded underlay (primo substrate up's default)
 
 
 def step(text: str) -> None:
@@ -80,3 +86,44 @@ def wait_for_agents(home: Path, nodes: int) -> None:
 def manifest(home: Path, slice_name: str) -> dict[str, Any]:
     """``primo manifest SLICE --json``: the slice's nodes (interfaces, logins) and links."""
     return dict(json.loads(primo(home, "manifest", slice_name, "--json", capture=True)))
+
+
+@contextmanager
+def embedded_testbed(home: Path | None, what: str, nodes: int = 4) -> Iterator[Path]:
+    """A fresh authority in ``home`` (a temporary directory, removed at the end, when None), ``nodes``
+    embedded physical nodes (``primo substrate up``), ``primo ch`` and ``primo am --driver agents`` on
+    the underlay address, their agents registered; yields the home. Whatever happens, the servers are
+    stopped by their process ids and the substrate taken down. ``what`` names the demo (root check)."""
+    if os.geteuid() != 0:
+        raise SystemExit(f"the {what} demo needs root (network namespaces, veths, nftables)")
+    made = home is None
+    home = home or Path(tempfile.mkdtemp(prefix=f"primo-{what}-"))
+    servers: list[subprocess.Popen[bytes]] = []
+    substrate = False
+    try:
+        step(f"a fresh authority, and {nodes} physical nodes as namespaces on a private underlay")
+        ch_port, am_port = free_port(), free_port()
+        primo(home, "init", "--project", "demo", "--ch-port", str(ch_port), "--am-port", str(am_port),
+              "--hostname", HOST, "--hostname", "127.0.0.1")
+        substrate = True
+        primo(home, "substrate", "up", "--nodes", str(nodes))
+        step("the clearinghouse and the aggregate (driving the node agents)")
+        for name, port, extra in (("ch", ch_port, []), ("am", am_port, ["--driver", "agents"])):
+            proc = subprocess.Popen([*PRIMO, name, "--home", str(home), "--host", HOST, *extra])
+            servers.append(proc)
+            wait_for(port, proc, f"primo {name}", HOST)
+        wait_for_agents(home, nodes)
+        yield home
+    finally:
+        stop(servers)
+        if substrate:
+            subprocess.run([*PRIMO, "substrate", "down", "--home", str(home)], check=False)
+        if made:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def ssh_key(home: Path) -> Path:
+    """A fresh ed25519 key pair in ``home`` (no passphrase); the private key's path (``.pub`` beside it)."""
+    key = home / "id_demo"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return key

@@ -23,20 +23,16 @@ Everything it made is removed whatever happens; exits non-zero if a step fails.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _demo import PRIMO, free_port, manifest, primo, step, stop, wait_for, wait_for_agents
+from _demo import PRIMO, embedded_testbed, manifest, primo, ssh_key, step
 
-HOST = "10.254.0.1"
 AUTH = "urn:publicid:IDN+primo+node+"
 MODEL = Path(__file__).with_name("campus_immersion.py")
 
@@ -108,70 +104,49 @@ def measure(home: Path, info: dict[str, Any]) -> dict[str, float]:
 
 
 def main() -> None:
-    if os.geteuid() != 0:
-        raise SystemExit("the immersion demo needs root (network namespaces, veths, nftables)")
     args = sys.argv[1:]
     out_dir = Path("results/immersion")
     if "--out" in args:
         k = args.index("--out")
         out_dir, args = Path(args[k + 1]), args[:k] + args[k + 2:]
-    home = Path(args[0]) if args else Path(tempfile.mkdtemp(prefix="primo-immersion-"))
-    made = not args
-    servers: list[subprocess.Popen[bytes]] = []
-    substrate = False
     started = time.monotonic()
-    try:
-        step("a fresh authority, and four physical nodes as namespaces on a private underlay")
-        ch_port, am_port = free_port(), free_port()
-        primo(home, "init", "--project", "demo", "--ch-port", str(ch_port), "--am-port", str(am_port),
-              "--hostname", HOST, "--hostname", "127.0.0.1")
-        substrate = True
-        primo(home, "substrate", "up", "--nodes", "4")
-        step("the clearinghouse and the aggregate (driving the node agents)")
-        for name, port, extra in (("ch", ch_port, []), ("am", am_port, ["--driver", "agents"])):
-            proc = subprocess.Popen([*PRIMO, name, "--home", str(home), "--host", HOST, *extra])
-            servers.append(proc)
-            wait_for(port, proc, f"primo {name}", HOST)
-        wait_for_agents(home, 4)
-        step("a member (made by primo init), a project, an experiment, an SSH key")
-        primo(home, "member", "list")
-        key = home / "id_demo"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-        primo(home, "project", "create", "demo", "--description", "PrimoGENI immersion demo")
-        primo(home, "slice", "create", "exp1", "--days", "1")
-        primo(home, "key", "add", f"{key}.pub")
-        step(f"what the model predicts ({MODEL.name})")
-        predicted = prediction()
-        step("create: h1 on pc1 and h2 on pc2 (emulated hosts), the simulator on pc3, the model inline")
-        (home / "immersion.xml").write_text(request(MODEL.read_text()))
-        primo(home, "create", "exp1", str(home / "immersion.xml"))
-        primo(home, "manifest", "exp1")
-        measured = measure(home, manifest(home, "exp1"))
-        step("stop the slice: the simulation writes its measurements; fetch them and plot link utilisation")
-        primo(home, "stop", "exp1")
-        primo(home, "results", "exp1", "--out", str(out_dir))
-        summary = json.loads((out_dir / "sim" / "summary.json").read_text())
-        rt = summary["realtime"]
-        step("measured beside predicted")
-        print(f"  ping RTT h1 → h2    measured {measured['rtt_ms']:7.2f} ms    model {predicted['rtt_ms']:7.2f} ms")
-        print(f"  TCP throughput      measured {measured['tcp_mbps']:7.2f} Mb/s  model ≈ {predicted['tcp_mbps']:5.2f}"
-              f" Mb/s ({predicted['bottleneck_mbps']:g} Mb/s bottleneck less the simulated UDP)")
-        lag = rt["lag_s"]
-        print(f"  real time: {rt['events']:,} events in {rt['wall_s']:.1f} s, lag p50 {lag['p50'] * 1e6:.1f} µs, "
-              f"p99 {lag['p99'] * 1e6:.0f} µs, max {lag['max'] * 1e3:.2f} ms; "
-              + ("kept up with the wall clock" if rt["kept_up"] else
-                 f"FELL BEHIND by {rt['behind_threshold_s'] * 1e3:g} ms or more {rt['behind_episodes']} times, "
-                 f"{rt['behind_s'] * 1e3:.0f} ms in all"), flush=True)
-        print(f"  figures: {', '.join(str(p) for p in sorted((out_dir / 'sim').glob('*.png')))}", flush=True)
-        step("delete the experiment; take the substrate down")
-        primo(home, "delete", "exp1")
-        print(f"\nimmersion demo: done in {time.monotonic() - started:.0f} s")
-    finally:
-        stop(servers)
-        if substrate:
-            subprocess.run([*PRIMO, "substrate", "down", "--home", str(home)], check=False)
-        if made:
-            shutil.rmtree(home, ignore_errors=True)
+    with embedded_testbed(Path(args[0]) if args else None, "immersion") as home:
+        demo(home, out_dir)
+    print(f"\nimmersion demo: done in {time.monotonic() - started:.0f} s")
+
+
+def demo(home: Path, out_dir: Path) -> None:
+    step("a member (made by primo init), a project, an experiment, an SSH key")
+    primo(home, "member", "list")
+    key = ssh_key(home)
+    primo(home, "project", "create", "demo", "--description", "PrimoGENI immersion demo")
+    primo(home, "slice", "create", "exp1", "--days", "1")
+    primo(home, "key", "add", f"{key}.pub")
+    step(f"what the model predicts ({MODEL.name})")
+    predicted = prediction()
+    step("create: h1 on pc1 and h2 on pc2 (emulated hosts), the simulator on pc3, the model inline")
+    (home / "immersion.xml").write_text(request(MODEL.read_text()))
+    primo(home, "create", "exp1", str(home / "immersion.xml"))
+    primo(home, "manifest", "exp1")
+    measured = measure(home, manifest(home, "exp1"))
+    step("stop the slice: the simulation writes its measurements; fetch them and plot link utilisation")
+    primo(home, "stop", "exp1")
+    primo(home, "results", "exp1", "--out", str(out_dir))
+    summary = json.loads((out_dir / "sim" / "summary.json").read_text())
+    rt = summary["realtime"]
+    step("measured beside predicted")
+    print(f"  ping RTT h1 → h2    measured {measured['rtt_ms']:7.2f} ms    model {predicted['rtt_ms']:7.2f} ms")
+    print(f"  TCP throughput      measured {measured['tcp_mbps']:7.2f} Mb/s  model ≈ {predicted['tcp_mbps']:5.2f}"
+          f" Mb/s ({predicted['bottleneck_mbps']:g} Mb/s bottleneck less the simulated UDP)")
+    lag = rt["lag_s"]
+    print(f"  real time: {rt['events']:,} events in {rt['wall_s']:.1f} s, lag p50 {lag['p50'] * 1e6:.1f} µs, "
+          f"p99 {lag['p99'] * 1e6:.0f} µs, max {lag['max'] * 1e3:.2f} ms; "
+          + ("kept up with the wall clock" if rt["kept_up"] else
+             f"FELL BEHIND by {rt['behind_threshold_s'] * 1e3:g} ms or more {rt['behind_episodes']} times, "
+             f"{rt['behind_s'] * 1e3:.0f} ms in all"), flush=True)
+    print(f"  figures: {', '.join(str(p) for p in sorted((out_dir / 'sim').glob('*.png')))}", flush=True)
+    step("delete the experiment; take the substrate down")
+    primo(home, "delete", "exp1")
 
 
 if __name__ == "__main__":

@@ -15,17 +15,13 @@ fails.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _demo import PRIMO, free_port, manifest, primo, step, stop, wait_for, wait_for_agents
+from _demo import PRIMO, embedded_testbed, manifest, primo, ssh_key, step
 
-HOST = "10.254.0.1"
 AUTH = "urn:publicid:IDN+primo+node+"
 REQUEST = f"""<rspec xmlns="http://www.geni.net/resources/rspec/3" type="request">
   <node client_id="h1" component_id="{AUTH}pc1" exclusive="false"><sliver_type name="emulated-host"/>
@@ -41,75 +37,54 @@ REQUEST = f"""<rspec xmlns="http://www.geni.net/resources/rspec/3" type="request
 
 
 def main() -> None:
-    if os.geteuid() != 0:
-        raise SystemExit("the substrate demo needs root (network namespaces, veths, nftables)")
-    home = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="primo-substrate-"))
-    made = len(sys.argv) <= 1
-    servers: list[subprocess.Popen[bytes]] = []
-    substrate = False
-    try:
-        step("a fresh authority, and four physical nodes as namespaces on a private underlay")
-        ch_port, am_port = free_port(), free_port()
-        primo(home, "init", "--project", "demo", "--ch-port", str(ch_port), "--am-port", str(am_port),
-              "--hostname", HOST, "--hostname", "127.0.0.1")
-        substrate = True
-        primo(home, "substrate", "up", "--nodes", "4")
-        step("the clearinghouse and the aggregate (driving the node agents)")
-        for name, port, extra in (("ch", ch_port, []), ("am", am_port, ["--driver", "agents"])):
-            proc = subprocess.Popen([*PRIMO, name, "--home", str(home), "--host", HOST, *extra])
-            servers.append(proc)
-            wait_for(port, proc, f"primo {name}", HOST)
-        wait_for_agents(home, 4)
-        primo(home, "substrate", "status")
-        step("member, project, experiment, SSH key; what the aggregate offers")
-        key = home / "id_demo"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-        primo(home, "project", "create", "demo", "--description", "PrimoGENI substrate demo")
-        primo(home, "slice", "create", "exp1", "--days", "1")
-        primo(home, "key", "add", f"{key}.pub")
-        primo(home, "resources")
-        step("three hosts on three physical nodes, one LAN (VXLAN between the nodes)")
-        (home / "lan.xml").write_text(REQUEST)
-        primo(home, "create", "exp1", str(home / "lan.xml"))
-        info = manifest(home, "exp1")
-        nodes = {n["client_id"]: n for n in info["nodes"]}  # type: ignore[attr-defined]
-        addr = {name: n["interfaces"][0]["addresses"][0].split("/")[0] for name, n in nodes.items()}
-        step("ping across the LAN, from inside the slivers")
-        for dst in ("h2", "h3"):
-            primo(home, "exec", "exp1", "h1", "--", "ping", "-n", "-c", "3", "-i", "0.2", addr[dst])
-        step("iperf3 (TCP) from h1 on pc1 to h2 on pc2, through the tunnel")
-        server = subprocess.Popen([*PRIMO, "exec", "exp1", "h2", "--home", str(home), "--", "iperf3", "-s", "-1"])
-        time.sleep(1)
-        primo(home, "exec", "exp1", "h1", "--", "iperf3", "-c", addr["h2"], "-t", "3")
-        server.wait(timeout=30)
-        step("an SSH login through h3's NAT'd port, as the manifest says")
-        login = nodes["h3"]["logins"][0]
-        print(f"$ ssh -p {login['port']} {login['username']}@{login['hostname']} 'hostname; id -un'", flush=True)
-        subprocess.run(["ssh", "-p", str(login["port"]), "-i", str(key), "-o", "StrictHostKeyChecking=no",
-                        "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-                        f"{login['username']}@{login['hostname']}", "hostname; id -un"], check=True, timeout=60)
-        step("an event takes the LAN down in 2 s; ping fails; another brings it up")
-        primo(home, "event", "exp1", "link", "lan0", "down", "--at", "+2")
-        time.sleep(2.5)
-        lost = subprocess.run([*PRIMO, "exec", "exp1", "h1", "--home", str(home), "--", "ping", "-n", "-c", "2",
-                               "-W", "1", addr["h2"]], capture_output=True, text=True)
-        print(f"ping while down: exit {lost.returncode} ({'no answer' if lost.returncode else 'ANSWERED'})")
-        if lost.returncode == 0:
-            raise SystemExit("the link-down event did not take the link down")
-        primo(home, "event", "exp1", "link", "lan0", "up")
-        time.sleep(1)
-        primo(home, "exec", "exp1", "h1", "--", "ping", "-n", "-c", "2", addr["h2"])
-        step("status with the node agents' monitor figures")
-        primo(home, "status", "exp1")
-        step("delete the experiment; take the substrate down")
-        primo(home, "delete", "exp1")
-        print("\nsubstrate demo: done")
-    finally:
-        stop(servers)
-        if substrate:
-            subprocess.run([*PRIMO, "substrate", "down", "--home", str(home)], check=False)
-        if made:
-            shutil.rmtree(home, ignore_errors=True)
+    with embedded_testbed(Path(sys.argv[1]) if len(sys.argv) > 1 else None, "substrate") as home:
+        demo(home)
+
+
+def demo(home: Path) -> None:
+    primo(home, "substrate", "status")
+    step("member, project, experiment, SSH key; what the aggregate offers")
+    key = ssh_key(home)
+    primo(home, "project", "create", "demo", "--description", "PrimoGENI substrate demo")
+    primo(home, "slice", "create", "exp1", "--days", "1")
+    primo(home, "key", "add", f"{key}.pub")
+    primo(home, "resources")
+    step("three hosts on three physical nodes, one LAN (VXLAN between the nodes)")
+    (home / "lan.xml").write_text(REQUEST)
+    primo(home, "create", "exp1", str(home / "lan.xml"))
+    info = manifest(home, "exp1")
+    nodes = {n["client_id"]: n for n in info["nodes"]}  # type: ignore[attr-defined]
+    addr = {name: n["interfaces"][0]["addresses"][0].split("/")[0] for name, n in nodes.items()}
+    step("ping across the LAN, from inside the slivers")
+    for dst in ("h2", "h3"):
+        primo(home, "exec", "exp1", "h1", "--", "ping", "-n", "-c", "3", "-i", "0.2", addr[dst])
+    step("iperf3 (TCP) from h1 on pc1 to h2 on pc2, through the tunnel")
+    server = subprocess.Popen([*PRIMO, "exec", "exp1", "h2", "--home", str(home), "--", "iperf3", "-s", "-1"])
+    time.sleep(1)
+    primo(home, "exec", "exp1", "h1", "--", "iperf3", "-c", addr["h2"], "-t", "3")
+    server.wait(timeout=30)
+    step("an SSH login through h3's NAT'd port, as the manifest says")
+    login = nodes["h3"]["logins"][0]
+    print(f"$ ssh -p {login['port']} {login['username']}@{login['hostname']} 'hostname; id -un'", flush=True)
+    subprocess.run(["ssh", "-p", str(login["port"]), "-i", str(key), "-o", "StrictHostKeyChecking=no",
+                    "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+                    f"{login['username']}@{login['hostname']}", "hostname; id -un"], check=True, timeout=60)
+    step("an event takes the LAN down in 2 s; ping fails; another brings it up")
+    primo(home, "event", "exp1", "link", "lan0", "down", "--at", "+2")
+    time.sleep(2.5)
+    lost = subprocess.run([*PRIMO, "exec", "exp1", "h1", "--home", str(home), "--", "ping", "-n", "-c", "2",
+                           "-W", "1", addr["h2"]], capture_output=True, text=True)
+    print(f"ping while down: exit {lost.returncode} ({'no answer' if lost.returncode else 'ANSWERED'})")
+    if lost.returncode == 0:
+        raise SystemExit("the link-down event did not take the link down")
+    primo(home, "event", "exp1", "link", "lan0", "up")
+    time.sleep(1)
+    primo(home, "exec", "exp1", "h1", "--", "ping", "-n", "-c", "2", addr["h2"])
+    step("status with the node agents' monitor figures")
+    primo(home, "status", "exp1")
+    step("delete the experiment; take the substrate down")
+    primo(home, "delete", "exp1")
+    print("\nsubstrate demo: done")
 
 
 if __name__ == "__main__":

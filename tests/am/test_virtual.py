@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
+from tests.immersion.support import model
 
 from primogeni.am import virtual
 from primogeni.am.models import SliverRow
@@ -121,14 +123,7 @@ def test_a_bad_model_changes_nothing(am) -> None:  # noqa: F811
     assert counts(am) == before
 
 
-REAL_DML = """Net [
-  prefix 10.60.0.0/16
-  host [ id a emulated true interface [ id 0 ] ]
-  router [ id r interface [ id 0 ] interface [ id 1 ] ]
-  host [ id b emulated true interface [ id 0 ] ]
-  link [ attach a(0) attach r(0) delay 0.003 bitrate 1e8 ]
-  link [ attach r(1) attach b(0) delay 0.003 bitrate 1e8 ]
-]"""
+REAL_DML = Path(model("pair.dml")).read_text()
 
 
 def test_a_real_dml_model_is_described_in_the_sandbox_and_wired() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.immersion.support import model
 from tests.substrate.bed import PRIMO, Testbed, needs_root, primo, primo_exec
 
 pytestmark = [needs_root, pytest.mark.root, pytest.mark.slow]
@@ -44,14 +45,7 @@ def model():
     return net
 '''
 
-DML_MODEL = """Net [
-  prefix 10.60.0.0/16
-  host [ id a emulated true interface [ id 0 ] ]
-  router [ id r interface [ id 0 ] interface [ id 1 ] ]
-  host [ id b emulated true interface [ id 0 ] ]
-  link [ attach a(0) attach r(0) delay 0.003 bitrate 1e8 ]
-  link [ attach r(1) attach b(0) delay 0.003 bitrate 1e8 ]
-]"""
+DML_MODEL = Path(model("pair.dml")).read_text()
 
 
 def request(fmt: str, text: str) -> str:
