@@ -50,3 +50,13 @@ def ping(a: str, dst: str, count: int, interval: str = "0.005") -> list[float]:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def clean_up(procs: list[subprocess.Popen[Any]], namespaces: list[str]) -> None:
+    """Kill what a case started (by pid) that still runs, then remove its namespaces, newest first."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    for ns in reversed(namespaces):
+        netns.remove(ns)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _netbench import iperf, percentile, ping
+from _netbench import clean_up, iperf, percentile, ping
 from primogeni.emu import links, netns
 
 LABELS = ("<10us", "<100us", "<1ms", "<10ms", "<100ms", ">=100ms")  # the real-time loop's lag buckets
@@ -188,12 +188,7 @@ def run_case(case: str, tag: str, index: int, args: argparse.Namespace) -> dict[
             row[f"immersion_{phase}"] = summary["immersion"]["totals"]
         return row
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        for ns in reversed(made):
-            netns.remove(ns)
+        clean_up(procs, made)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

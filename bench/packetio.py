@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _netbench import iperf, percentile, ping
+from _netbench import clean_up, iperf, percentile, ping
 from primogeni.emu import links, netns
 from primogeni.emu.packetio import Endpoint, PacketEndpoint, TapEndpoint
 
@@ -170,12 +170,7 @@ def run_case(case: str, tag: str, index: int, args: argparse.Namespace) -> dict[
             forwarder.stdin.close()  # the forwarder closes its endpoints and exits
             with contextlib.suppress(subprocess.TimeoutExpired):
                 forwarder.wait(timeout=5)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        for ns in reversed(made):
-            netns.remove(ns)
+        clean_up(procs, made)
 
 
 # -- reading as bytes or into a reused buffer ---------------------------------------------------
