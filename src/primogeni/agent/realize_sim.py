@@ -54,6 +54,7 @@ from primogeni.agent import monitor as mon
 from primogeni.agent import realize_links as rl
 from primogeni.agent.realize_procs import ProcRealizer, _write_json
 from primogeni.agent.spec import SliverSpec
+from primogeni.agent.vsys import secure_tree
 from primogeni.emu import container, links, netns
 from primogeni.errors import EmuError
 
@@ -83,22 +84,6 @@ def sim_root(state_dir: Path) -> Path:
 def sim_dir(state_dir: Path, slot: int) -> Path:
     """A simulator sliver's directory (model, log, results)."""
     return sim_root(state_dir) / str(slot)
-
-
-def secure_sim_root(root: Path) -> None:
-    """Make ``root`` and its parent (root-owned, 0711: a simulation's uid may pass, not list), refusing
-    either when it is a symlink or not ours."""
-    for step in (root.parent, root):
-        try:
-            os.mkdir(step, 0o711)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise EmuError(f"cannot make the simulation directory: {exc.strerror or exc}", str(step)) from None
-        st = os.lstat(step)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-            raise EmuError("is not a directory of ours (a symlink, or someone else's): refusing to use it", str(step))
-        os.chmod(step, 0o711)
 
 
 class SimRealizer(ProcRealizer):
@@ -244,7 +229,7 @@ class SimRealizer(ProcRealizer):
         """An empty directory for slot ``slot`` (what an earlier run left is removed), owned by ``uid``,
         0700; its descriptor."""
         root = sim_root(self.state_dir)
-        secure_sim_root(root)
+        secure_tree(root, 0o711, "simulation")  # a simulation's uid may pass, not list
         parent = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         name = str(slot)
         try:
@@ -454,4 +439,4 @@ def _state_of(pid: int) -> str | None:
     return fields[0] if fields else None
 
 
-__all__ = ["IPV6", "SIM_ROOT", "SIM_USER", "SimRealizer", "read_results", "secure_sim_root", "sim_dir", "sim_root"]
+__all__ = ["IPV6", "SIM_ROOT", "SIM_USER", "SimRealizer", "read_results", "sim_dir", "sim_root"]

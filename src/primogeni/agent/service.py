@@ -36,7 +36,7 @@ from primogeni.agent.config import AGENT_PATH, AgentConfig
 from primogeni.agent.events import EventScheduler
 from primogeni.agent.realize import Realizer
 from primogeni.agent.realize_links import vsys_dir
-from primogeni.agent.service_util import _failure, _need, _overlap, _parse, node_facts, results_wire, xmlrpc_safe
+from primogeni.agent.service_util import _failure, _overlap, _parse, node_facts, results_wire, xmlrpc_safe
 from primogeni.agent.spec import EventSpec, LinkSpec, SliverSpec, SpecError
 from primogeni.agent.store import Store, StoreError
 from primogeni.agent.vsys import VsysServer
@@ -44,7 +44,7 @@ from primogeni.emu.features import Features
 from primogeni.errors import EmuError, PrimoError
 from primogeni.geni.cert import Gid, TrustStore
 from primogeni.geni.codes import GeniCode
-from primogeni.geni.errors import GeniError
+from primogeni.geni.errors import GeniError, need
 from primogeni.geni.urn import Urn
 from primogeni.rpc import RpcServer, client, envelope
 
@@ -266,7 +266,7 @@ class AgentService:
                 "capacity": self.config.capacity}
 
     def provision_sliver(self, data: object) -> dict[str, Any]:
-        spec = SliverSpec.from_dict(_need(data, dict, "sliver spec"))
+        spec = SliverSpec.from_dict(need(data, dict, "sliver spec"))
         with self._lock(spec.urn):
             with self._admit:
                 self._check_admission(spec)
@@ -289,7 +289,7 @@ class AgentService:
                                                   f"shared node {self.config.node} (one per slice)")
 
     def provision_link(self, data: object) -> dict[str, Any]:
-        spec = LinkSpec.from_dict(_need(data, dict, "link spec"))
+        spec = LinkSpec.from_dict(need(data, dict, "link spec"))
         with self._lock(spec.urn):
             self.store.put_link(spec)
             self.realizer.ensure_link(spec)
@@ -299,7 +299,7 @@ class AgentService:
         return self.realizer.status(urn) or "failed"
 
     def _held_sliver(self, urn: object) -> str:
-        text = _need(urn, str, "sliver urn")
+        text = need(urn, str, "sliver urn")
         if self.store.get_sliver(text) is None:
             raise GeniError(GeniCode.SEARCHFAILED, f"no sliver {text[:200]} on node {self.config.node}")
         return str(text)
@@ -338,7 +338,7 @@ class AgentService:
 
     def release(self, urn: object) -> bool:
         """Remove a sliver (its vsys links and FIFOs first) or a link; an unknown URN is fine."""
-        text = str(_need(urn, str, "urn"))
+        text = str(need(urn, str, "urn"))
         with self._lock(text):
             if self.store.get_sliver(text) is not None:
                 self.vsys.remove_sliver(text)
@@ -372,8 +372,8 @@ class AgentService:
         (admission: slot, ports, one sliver per slice on a shared node) or failed; a failed item
         does not stop the others. A malformed item makes the whole call BADARGS (nothing stored).
         """
-        sliver_specs = [_parse(SliverSpec, d, f"slivers[{i}]") for i, d in enumerate(_need(slivers, list, "slivers"))]
-        link_specs = [_parse(LinkSpec, d, f"links[{i}]") for i, d in enumerate(_need(links, list, "links"))]
+        sliver_specs = [_parse(SliverSpec, d, f"slivers[{i}]") for i, d in enumerate(need(slivers, list, "slivers"))]
+        link_specs = [_parse(LinkSpec, d, f"links[{i}]") for i, d in enumerate(need(links, list, "links"))]
         answer: dict[str, str] = {}
         with self._locks([s.urn for s in sliver_specs] + [s.urn for s in link_specs]):
             stored: list[SliverSpec] = []
@@ -424,7 +424,7 @@ class AgentService:
         Answers ``{urn: "released"}`` (also for a URN not held) or ``{urn: "<CODE>: <reason>"}``
         for one that could not be removed (it stays held, so that the AM can try again).
         """
-        asked = _need(urns, list, "urns")
+        asked = need(urns, list, "urns")
         if not all(isinstance(u, str) for u in asked):
             raise GeniError(GeniCode.BADARGS, "urns must be a list of strings")
         answer = dict.fromkeys(asked, "released")
@@ -480,7 +480,7 @@ class AgentService:
 
     def status(self, urns: object) -> dict[str, str]:
         """``{urn: state}`` of the URNs asked (all held when empty); URNs not held are left out."""
-        asked = _need(urns, list, "urns")
+        asked = need(urns, list, "urns")
         if not all(isinstance(u, str) for u in asked):
             raise GeniError(GeniCode.BADARGS, "urns must be a list of strings")
         held = {**dict.fromkeys(self.store.slivers()), **dict.fromkeys(self.store.links())}
@@ -491,7 +491,7 @@ class AgentService:
         return self.realizer.monitor()
 
     def event(self, data: object) -> dict[str, Any]:
-        spec = EventSpec.from_dict(_need(data, dict, "event spec"))
+        spec = EventSpec.from_dict(need(data, dict, "event spec"))
         state = self.scheduler.submit(spec)
         answer: dict[str, Any] = {"event_id": spec.event_id, "state": state}
         if state == "failed":

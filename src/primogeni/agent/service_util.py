@@ -12,8 +12,7 @@ from typing import Any, TypeVar
 
 from primogeni.agent import monitor
 from primogeni.agent.spec import LinkSpec, SliverSpec, SpecError
-from primogeni.geni.codes import GeniCode
-from primogeni.geni.errors import GeniError
+from primogeni.geni.errors import GeniError, need
 
 log = logging.getLogger("primogeni.agent.service")
 
@@ -54,21 +53,13 @@ def node_facts(state_dir: Path, underlay_dev: str, underlay_ip: str) -> dict[str
     }
 
 
-def _need(value: object, kind: type | tuple[type, ...], what: str) -> Any:
-    if value is None:
-        raise GeniError(GeniCode.MISSINGARGS, f"{what} is required")
-    if not isinstance(value, kind):
-        raise GeniError(GeniCode.BADARGS, f"{what} has the wrong type ({type(value).__name__})")
-    return value
-
-
 _Spec = TypeVar("_Spec", SliverSpec, LinkSpec)
 
 
 def _parse(kind: type[_Spec], data: object, what: str) -> _Spec:
     """A batch item's spec; SpecError (BADARGS) naming the item when it is malformed."""
     try:
-        return kind.from_dict(_need(data, dict, what))
+        return kind.from_dict(need(data, dict, what))
     except SpecError as exc:
         raise SpecError(f"{what}: {exc}") from None
 

@@ -197,22 +197,23 @@ class _Channel:
 FIFO_MODE = 0o666
 
 
-def secure_tree(root: Path) -> None:
-    """Make ``root`` a root-only directory (0700), and its parent when missing (0711), refusing either
-    when it is a symlink or not ours: the vsys tree lives under world-writable ``/dev/shm``, where
-    anyone could have put something in our place first."""
-    for step, mode in ((root.parent, 0o711), (root, 0o700)):
+def secure_tree(root: Path, mode: int = 0o700, what: str = "vsys") -> None:
+    """Make ``root`` a directory of ours with ``mode`` (default root-only, 0700), and its parent when
+    missing (0711), refusing either when it is a symlink or not ours: these trees live under
+    world-writable or shared places (``/dev/shm``, ``/run``), where anyone could have put something in
+    our place first. ``what`` names the tree in errors."""
+    for step, step_mode in ((root.parent, 0o711), (root, mode)):
         try:
-            os.mkdir(step, mode)
+            os.mkdir(step, step_mode)
         except FileExistsError:
             pass
         except OSError as exc:
-            raise EmuError(f"cannot make the vsys directory: {exc.strerror or exc}", str(step)) from None
+            raise EmuError(f"cannot make the {what} directory: {exc.strerror or exc}", str(step)) from None
         st = os.lstat(step)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
             raise EmuError("is not a directory of ours (a symlink, or someone else's): refusing to use it",
                            str(step))
-    os.chmod(root, 0o700)
+    os.chmod(root, mode)
 
 
 def _open_fifo(path: Path) -> int:

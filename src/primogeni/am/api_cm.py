@@ -16,7 +16,6 @@ from datetime import timedelta
 from primogeni.am.common import (
     Context,
     compress,
-    need,
     parse_time,
     parse_urn,
     slice_expiry,
@@ -25,7 +24,7 @@ from primogeni.am.core import FAILED, PROVISIONED, READY
 from primogeni.geni.cert import Gid, issue
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.cred import SLICE_PRIVILEGES, Credential, Privilege, Ticket, issue_credential
-from primogeni.geni.errors import GeniError
+from primogeni.geni.errors import GeniError, need
 from primogeni.geni.rspec import parse_request
 from primogeni.geni.times import rfc3339
 from primogeni.geni.urn import Urn

@@ -14,7 +14,6 @@ from primogeni.am.common import (
     call_method,
     check_rspec_version,
     compress,
-    need,
     options_of,
     parse_time,
     parse_urn,
@@ -23,7 +22,7 @@ from primogeni.am.common import (
 )
 from primogeni.am.core import FAILED, PENDING, READY, Sliver
 from primogeni.geni.cert import Gid
-from primogeni.geni.errors import GeniError
+from primogeni.geni.errors import GeniError, need
 from primogeni.geni.rspec import parse_request
 from primogeni.geni.times import rfc3339
 

@@ -13,7 +13,6 @@ from primogeni.am.common import (
     call_method,
     check_rspec_version,
     compress,
-    need,
     options_of,
     parse_time,
     parse_urn,
@@ -27,7 +26,7 @@ from primogeni.am.events import EVENT_ACTIONS
 from primogeni.am.virtual import RESULTS_ACTION, results
 from primogeni.geni.cert import Gid
 from primogeni.geni.codes import GeniCode
-from primogeni.geni.errors import GeniError
+from primogeni.geni.errors import GeniError, need
 from primogeni.geni.rspec import parse_request
 from primogeni.rpc import envelope
 

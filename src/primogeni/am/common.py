@@ -43,14 +43,6 @@ def parse_time(value: object, what: str) -> datetime:
         raise GeniError(GeniCode.BADARGS, f"{what} is not an RFC 3339 time: {value!r}") from None
 
 
-def need(value: object, kind: type | tuple[type, ...], what: str) -> object:
-    if value is None:
-        raise GeniError(GeniCode.MISSINGARGS, f"{what} is required")
-    if not isinstance(value, kind):
-        raise GeniError(GeniCode.BADARGS, f"{what} has the wrong type ({type(value).__name__})")
-    return value
-
-
 def parse_urn(text: object, what: str, kind: str | None = None) -> Urn:
     if not isinstance(text, str):
         raise GeniError(GeniCode.BADARGS, f"{what} must be a URN string")

@@ -7,6 +7,8 @@ envelope, never an XML-RPC Fault. The leaves also inherit the builtin meaning
 
 from __future__ import annotations
 
+from typing import Any
+
 from primogeni.errors import GeniError as _Base
 from primogeni.geni.codes import GeniCode
 
@@ -40,3 +42,13 @@ class RSpecError(GeniError, ValueError):
 
 
 __all__ = ["CertificateError", "CredentialError", "GeniCode", "GeniError", "RSpecError", "UrnError"]
+
+
+def need(value: object, kind: type | tuple[type, ...], what: str) -> Any:
+    """``value`` when it is a ``kind``: an argument of a call, checked (MISSINGARGS when None,
+    BADARGS when of another type, naming ``what``)."""
+    if value is None:
+        raise GeniError(GeniCode.MISSINGARGS, f"{what} is required")
+    if not isinstance(value, kind):
+        raise GeniError(GeniCode.BADARGS, f"{what} has the wrong type ({type(value).__name__})")
+    return value
