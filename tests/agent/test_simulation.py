@@ -23,8 +23,8 @@ from tests.agent.service_support import SLICE, Pki, code, started
 from tests.immersion.support import median_rtt, ping, rtts
 
 from primogeni.agent import monitor as mon
-from primogeni.agent.names import cgroup_name, sliver_netns
-from primogeni.agent.realize_sim import RESULTS_CAP, SIM_ROOT, SIM_USER, sim_dir
+from primogeni.agent.names import SIM_ROOT, cgroup_name, sim_dir, sliver_netns
+from primogeni.agent.realize_sim import RESULTS_CAP, SIM_USER
 from primogeni.agent.spec import IfaceSpec, LinkSpec, SliverSpec
 from primogeni.emu import container, netns
 from primogeni.geni.codes import GeniCode

@@ -29,18 +29,33 @@ def gretap_device(vni: int) -> str: return f"primog{vni}"
 
 
 VSYS_ROOT = Path("/dev/shm/primo-vsys")  # on tmpfs: a FIFO costs ~6 µs there, 0.1–1 ms on this ext4
+SIM_ROOT = Path("/run/primo-sim")  # simulator slivers' models, logs and results
+
+
+def agent_tag(state_dir: Path) -> str:
+    """What names one agent's trees outside its state directory: a hash of that directory, so that two
+    agents (two embedded substrates) never share one."""
+    return hashlib.sha256(bytes(Path(state_dir).resolve())).hexdigest()[:12]
 
 
 def vsys_root(state_dir: Path) -> Path:
-    """The agent's vsys directories' parent (root-only, 0700): one per agent, named by a hash of its state
-    directory so that two agents (two embedded substrates) never share one."""
-    here = bytes(Path(state_dir).resolve())
-    return VSYS_ROOT / hashlib.sha256(here).hexdigest()[:12]
+    """The agent's vsys directories' parent (root-only, 0700)."""
+    return VSYS_ROOT / agent_tag(state_dir)
 
 
 def vsys_dir(state_dir: Path, slot: int) -> Path:
     """The sliver's vsys directory (bound at ``/vsys`` inside its container; the vsys server's FIFOs)."""
     return vsys_root(state_dir) / str(slot)
+
+
+def sim_root(state_dir: Path) -> Path:
+    """The agent's simulation directories' parent (root, 0711: a simulation's uid may pass, not list)."""
+    return SIM_ROOT / agent_tag(state_dir)
+
+
+def sim_dir(state_dir: Path, slot: int) -> Path:
+    """A simulator sliver's directory (model, log, results)."""
+    return sim_root(state_dir) / str(slot)
 
 
 def stable_mac(*parts: object) -> str:

@@ -44,9 +44,10 @@ from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-unty
 
 from primogeni.agent import monitor as mon
 from primogeni.agent import realize_links as rl
+from primogeni.agent.names import sim_root
 from primogeni.agent.realize_links import SpecStore
 from primogeni.agent.realize_procs import _kill, _write_json
-from primogeni.agent.realize_sim import IPV6, SimRealizer, sim_root
+from primogeni.agent.realize_sim import IPV6, SimRealizer
 from primogeni.agent.spec import SliverSpec
 from primogeni.agent.vsys import secure_tree
 from primogeni.emu import container, links, netns

@@ -93,13 +93,7 @@ class ProcRealizer(LinkRealizer):
     def _commands_file(self, slot: int) -> Path: return self.state_dir / "commands" / f"{slot}.json"
 
     def _commands(self, slot: int) -> dict[str, Any]:
-        try:
-            data = json.loads(self._commands_file(slot).read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise EmuError(f"cannot read the commands started: {exc}", str(self._commands_file(slot))) from exc
-        return data if isinstance(data, dict) else {}
+        return _read_json(self._commands_file(slot), "the commands started") or {}
 
     def _forget_commands(self, slot: int) -> None:
         """The container's processes are going: keep only the numbering of logs."""
@@ -163,6 +157,20 @@ class ProcRealizer(LinkRealizer):
 def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any] | None:
+    """The JSON object in ``path`` (a record this realizer wrote); None when there is none, EmuError
+    naming ``what`` when it cannot be read or is not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise EmuError(f"cannot read {what}: {exc}", str(path)) from exc
+    if not isinstance(data, dict):
+        raise EmuError(f"{what} is not a JSON object", str(path))
+    return data
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -36,8 +36,6 @@ all (the largest files are left out and named).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -52,13 +50,13 @@ from typing import Any
 
 from primogeni.agent import monitor as mon
 from primogeni.agent import realize_links as rl
-from primogeni.agent.realize_procs import ProcRealizer, _write_json
+from primogeni.agent.names import sim_dir, sim_root
+from primogeni.agent.realize_procs import ProcRealizer, _read_json, _write_json
 from primogeni.agent.spec import SliverSpec
 from primogeni.agent.vsys import secure_tree
 from primogeni.emu import container, links, netns
 from primogeni.errors import EmuError
 
-SIM_ROOT = Path("/run/primo-sim")
 SIM_USER = "primo-sim"  # the login name whose uid (per slice, uids.json) the simulation runs as
 CLI_MODULE = "primogeni.cli.main"  # the ``primo`` command, run as ``python -m``
 LOG_NAME = "immerse.log"
@@ -73,17 +71,6 @@ PROGRESS_S = 10  # seconds between immerse's progress lines in its log
 IPV6 = Path("/proc/sys/net/ipv6")
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")  # not allowed in XML 1.0
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+,=@:-]{0,254}$")
-
-
-def sim_root(state_dir: Path) -> Path:
-    """The agent's simulation directories' parent: one per agent, named by a hash of its state directory."""
-    here = bytes(Path(state_dir).resolve())
-    return SIM_ROOT / hashlib.sha256(here).hexdigest()[:12]
-
-
-def sim_dir(state_dir: Path, slot: int) -> Path:
-    """A simulator sliver's directory (model, log, results)."""
-    return sim_root(state_dir) / str(slot)
 
 
 class SimRealizer(ProcRealizer):
@@ -199,13 +186,10 @@ class SimRealizer(ProcRealizer):
                 self._end_simulation(int(path.stem), 0, forget=True)
 
     def _sim_record(self, slot: int) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self._sim_file(slot).read_text())
-        except FileNotFoundError:
+        data = _read_json(self._sim_file(slot), "the simulation's record")
+        if data is None:
             return None
-        except (OSError, ValueError) as exc:
-            raise EmuError(f"cannot read the simulation's record: {exc}", str(self._sim_file(slot))) from exc
-        if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
+        if not isinstance(data.get("pid"), int):
             raise EmuError("the simulation's record is malformed", str(self._sim_file(slot)))
         return data
 
@@ -439,4 +423,4 @@ def _state_of(pid: int) -> str | None:
     return fields[0] if fields else None
 
 
-__all__ = ["IPV6", "SIM_ROOT", "SIM_USER", "SimRealizer", "read_results", "sim_dir", "sim_root"]
+__all__ = ["IPV6", "SIM_USER", "SimRealizer", "read_results"]

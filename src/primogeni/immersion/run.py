@@ -57,7 +57,7 @@ from primogeni.errors import EmuError, ModelError, PrimoError
 from primogeni.immersion.bridge import Immersion, emulated_hosts, host_path
 from primogeni.immersion.hostside import DEFAULT_IFNAME, adopt_tap, check_ifname, configure_host, make_tap
 from primogeni.net.units import ms, s
-from primogeni.sim.loader import load_model, load_model_text
+from primogeni.sim.loader import load_model, load_model_text, read_model
 from primogeni.sim.model import Network
 from primogeni.sim.realtime import attended, fmt_ns
 from primogeni.sim.simulation import Results, Simulation
@@ -283,17 +283,6 @@ def disable_ipv6(ifname: str, say: Say = print) -> None:
         os.close(fd)
 
 
-def read_model(path: str) -> str:
-    """The model file's text (read as the caller, before privileges are dropped)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except UnicodeDecodeError as exc:
-        raise ModelError(f"model file {path!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise ModelError(f"cannot read model file {path!r}: {exc.strerror or exc}") from None
-
-
 def preload() -> None:
     """Import what the run may need (the simulator's modules, :data:`PRELOAD`) while the interpreter's
     files are still readable: after :func:`drop_privileges` they may not be."""
@@ -464,4 +453,4 @@ def main(model: str, *, hosts: tuple[str, ...] = (), binds: tuple[str, ...] = ()
 
 __all__ = ["PRELOAD", "UNTIL_STOPPED", "BindSpec", "HostSpec", "Options", "TapFdSpec", "disable_ipv6",
            "drop_privileges", "immerse", "load_model_text", "main", "parse_bind", "parse_host", "parse_tap_fd",
-           "parse_user", "preload", "progress_line", "read_model", "report"]
+           "parse_user", "preload", "progress_line", "report"]

@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import json
 import sys
-import tempfile
 import traceback
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -38,10 +37,8 @@ from typing import Any
 
 from primogeni.errors import ModelError
 from primogeni.net.units import tx_ns
-from primogeni.sim.dml.parser import parse, resolve
-from primogeni.sim.dml.schema import network_from_dml
 from primogeni.sim.emulation import Emulation
-from primogeni.sim.loader import load_model
+from primogeni.sim.loader import load_model_text
 from primogeni.sim.model import Host, Interface, Net, Network, Node, Router
 from primogeni.sim.node import Port, SimNode
 from primogeni.sim.simulation import Simulation
@@ -203,35 +200,21 @@ class _Usage(Exception):
 
 
 def _load(fmt: str, source: str, params: dict[str, str]) -> Network:
-    """Load the model. Anything a Python model's own code raises is the model's error."""
-    if fmt == "dml":
-        if source == "-" or Path(source).suffix != ".dml":
-            if params:
-                raise ModelError(f"DML models take no parameters (got {', '.join(params)})")
-            name = "<stdin>" if source == "-" else source
-            text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-            return network_from_dml(resolve(parse(text, name)))
-        return load_model(source, params)
-    if source != "-" and Path(source).suffix == ".py":
-        return _run_python(Path(source), params)
+    """Load the model (:func:`~primogeni.sim.loader.load_model_text`, named as a file of its format).
+    Anything a Python model's own code raises is the model's error."""
     text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    with tempfile.TemporaryDirectory(prefix="primo-describe-") as tmp:
-        path = Path(tmp) / "model.py"
-        path.write_text(text, encoding="utf-8")
-        return _run_python(path, params)
-
-
-def _run_python(path: Path, params: dict[str, str]) -> Network:
+    suffix = ".dml" if fmt == "dml" else ".py"
+    name = source if Path(source).suffix == suffix else f"{'<stdin>' if source == '-' else source}{suffix}"
     try:
         with contextlib.redirect_stdout(sys.stderr):  # the model's prints must not spoil the JSON
-            return load_model(path, params)
+            return load_model_text(text, name, params)
     except (ModelError, MemoryError, RecursionError):
         raise
     except SystemExit as exc:
-        raise ModelError(f"{path.name} exited while loading (exit code {exc.code})") from None
+        raise ModelError(f"{Path(name).name} exited while loading (exit code {exc.code})") from None
     except Exception as exc:  # the model's own code failed: tell where, in its file
-        where = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
-        at = f"{path.name} line {where[-1].lineno}: " if where else f"{path.name}: "
+        where = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == name]
+        at = f"{Path(name).name} line {where[-1].lineno}: " if where else f"{Path(name).name}: "
         raise ModelError(f"{at}{type(exc).__name__}: {exc}") from None
 
 

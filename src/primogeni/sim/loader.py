@@ -35,18 +35,23 @@ def _convert(text: str, default: object, name: str, where: str) -> object:
     return text
 
 
+def read_model(path: str | Path) -> str:
+    """A model file's text (UTF-8); ModelError naming the file when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"model file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {str(path)!r}: {exc.strerror or exc}") from None
+
+
 def load_model(path: str | Path, params: Mapping[str, str] | None = None) -> Network:
     """Load the network a ``.py`` or ``.dml`` model file describes."""
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"no model file {str(p)!r}")
-    if p.suffix not in (".dml", ".py"):
-        raise ModelError(f"a model is a .py or .dml file, not {p.name!r}")
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"cannot read the model: {exc}", location=str(p)) from None
-    return load_model_text(text, str(p), params)
+    return load_model_text(read_model(p), str(p), params)
 
 
 def load_model_text(text: str, name: str, params: Mapping[str, str] | None = None) -> Network:

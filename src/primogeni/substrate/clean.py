@@ -36,8 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from primogeni.agent.names import VSYS_ROOT, vsys_root
-from primogeni.agent.realize_sim import SIM_ROOT, sim_root
+from primogeni.agent.names import SIM_ROOT, VSYS_ROOT, sim_root, vsys_root
 from primogeni.emu import cgroups as cg
 from primogeni.emu import links, netns, sshd
 from primogeni.emu import sys as esys
