@@ -128,10 +128,10 @@ class AmApiV3:
                     for s, e in made]
         if action == RESULTS_ACTION:  # what the slice's simulators measured (files, log, state)
             found = {s.urn: s for s in self.ctx.am.status(str(slice_urn), slivers)}
-            return [{**sliver_v3(found[u]), "primo_results": r}
+            return [{**sliver_v3(found[u]), "primo_client_id": found[u].client_id, "primo_results": r}
                     for u, r in results(self.ctx.am, str(slice_urn), slivers)]
         if action not in ACTIONS:
-            known = (*ACTIONS, RESULTS_ACTION, *EVENT_ACTIONS) if self.ctx.events is not None else ACTIONS
+            known = (*ACTIONS, RESULTS_ACTION, *(EVENT_ACTIONS if self.ctx.events is not None else ()))
             raise GeniError(GeniCode.UNSUPPORTED, f"operational action {action!r} is not supported "
                                                   f"(supported: {', '.join(known)})")
         return [sliver_v3(s) for s in self.ctx.am.operate(str(slice_urn), slivers, action)]

@@ -177,9 +177,8 @@ def address_link(link_urn: str, refs: Sequence[str], nodes: dict[str, SliverRow]
     taken = {i["address"] for i in mine if i["address"]}
     given = {ipaddress.IPv4Interface(f"{i['address']}/{i['netmask']}").network for i in mine
              if i["address"] and i["netmask"] and ipaddress.ip_address(i["address"]).version == 4}
-    # a simulator's interface carries frames into the simulator: it has no address of its own
-    frames = {i["client_id"] for urn, spec in specs.items() if by_urn[urn].sliver_type == "simulator"
-              for i in spec["interfaces"]}
+    # a simulator's interface that carries an emulated host's frames (am.virtual) has no address of its own
+    frames = {c for spec in specs.values() for _path, c in spec.get("attach", ())}
     todo = [i for i in mine if not i["address"] and i["client_id"] not in frames]
     pooled: ipaddress.IPv4Network | None = None
     if todo:

@@ -33,17 +33,17 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from primogeni.am.modelbox import describe_model, fetch_model
 from primogeni.am.models import PROVISIONED, SliverRow
 from primogeni.geni.codes import GeniCode
 from primogeni.geni.errors import GeniError
 from primogeni.geni.rspec import Request
-from primogeni.geni.rspec.model import SLIVER_SIMULATOR, ReqInterface, ReqIp, ReqLink, ReqNode
+from primogeni.geni.rspec.model import SLIVER_EMULATED_HOST, SLIVER_SIMULATOR, ReqInterface, ReqIp, ReqLink, ReqNode
 
 if TYPE_CHECKING:
     from primogeni.am.core import AggregateManager
 
 RESULTS_ACTION = "primo:results"
-EMULATED = "emulated-host"
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,9 @@ def _bad(message: str) -> GeniError:
     return GeniError(GeniCode.BADARGS, message)
 
 
-def wire(request: Request, *, describe: Callable[[str, str], dict[str, Any]] | None = None,
-         fetch: Callable[[str], str] | None = None) -> Wired:
-    """Check the request's model against it and wire its emulated hosts (see the module docstring).
-    ``describe`` and ``fetch`` default to :mod:`primogeni.am.modelbox`'s sandboxed ones."""
+def wire(request: Request, *, describe: Callable[[str, str], dict[str, Any]] = describe_model,
+         fetch: Callable[[str], str] = fetch_model) -> Wired:
+    """Check the request's model against it and wire its emulated hosts (see the module docstring)."""
     model = request.model
     if model is None:
         return Wired(request, {})
@@ -73,12 +72,7 @@ def wire(request: Request, *, describe: Callable[[str, str], dict[str, Any]] | N
         raise _bad(f"the request has {len(sims)} simulator nodes ({', '.join(n.client_id for n in sims)}); "
                    "a model runs on one simulator instance (parallel simulation is not supported yet)")
     sim = sims[0]
-    if describe is None or (fetch is None and model.text is None):
-        from primogeni.am import modelbox
-
-        describe, fetch = describe or modelbox.describe_model, fetch or modelbox.fetch_model
-    text = model.text if model.text is not None or fetch is None else fetch(str(model.url))
-    text = str(text)
+    text = model.text if model.text is not None else fetch(str(model.url))
     facts = describe(model.format, text)
     emulated = {e["path"]: e for e in facts["emulated"]}
     elements: dict[str, str] = facts["elements"]
@@ -90,7 +84,7 @@ def wire(request: Request, *, describe: Callable[[str, str], dict[str, Any]] | N
         if kind is None:
             raise _bad(f"<primo:map virtual={virtual!r}>: the model has no element {virtual!r} (name it by its "
                        f"full path from the top net, e.g. {facts['name']}:h1)")
-        if node.sliver_type == EMULATED:
+        if node.sliver_type == SLIVER_EMULATED_HOST:
             if virtual not in emulated:
                 what = "host that is not emulated (mark it emulated)" if kind == "host" else kind
                 raise _bad(f"<primo:map virtual={virtual!r} node={node_id!r}>: an emulated-host node realizes an "

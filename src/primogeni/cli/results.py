@@ -19,7 +19,6 @@ import click
 
 from primogeni.cli.geni import fail, print_json, print_table
 from primogeni.cli.geni_client import _client, client_options
-from primogeni.client import manifest_summary
 
 ACTION = "primo:results"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -66,8 +65,6 @@ def results(slice_name: str, out: Path | None, plot: bool, home: Path, as_json: 
     """Fetch what SLICE's simulators measured: state, log, result files; plot link utilisation."""
     client = _client(home)
     answer = client.perform_operational_action(slice_name, ACTION)
-    names = {n["sliver_id"]: n["client_id"] for n in manifest_summary(client.describe(slice_name)["geni_rspec"])
-             ["nodes"]}
     out = out or Path("results") / _SAFE.sub("_", slice_name)
     report: list[dict[str, Any]] = []
     for item in answer:
@@ -75,7 +72,7 @@ def results(slice_name: str, out: Path | None, plot: bool, home: Path, as_json: 
         if not isinstance(got, dict):
             continue
         urn = str(item.get("geni_sliver_urn"))
-        name = names.get(urn, urn.rsplit("+", 1)[-1])
+        name = str(item.get("primo_client_id") or urn.rsplit("+", 1)[-1])
         try:
             written = write_results(out, name, got)
         except (ValueError, OSError) as exc:
