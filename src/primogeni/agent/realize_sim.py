@@ -98,9 +98,6 @@ class SimRealizer(ProcRealizer):
             c = container.attach(rl.sliver_netns(self.node, spec.slot), self.run_dir)
             if c is None:
                 raise EmuError("the sliver's container is not running", spec.urn)
-            group = container.cgroups().find(rl.cgroup_name(self.node, spec.slot))
-            if group is None:
-                raise EmuError(f"its cgroup {rl.cgroup_name(self.node, spec.slot)} is gone", spec.urn)
             uid = self._uid(spec.slice_urn, SIM_USER)
             self._quiet_links(spec)
             self._sims.pop(spec.slot, None)
@@ -110,8 +107,7 @@ class SimRealizer(ProcRealizer):
             binds = [arg for path, ifname in spec.attach for arg in ("--bind", f"{path}={ifname}")]
             immerse = [sys.executable, "-I", "-m", CLI_MODULE, "immerse", str(model), *binds, "--out",
                        str(here / RESULTS), "--user", f"{uid}:{uid}", "--progress", str(PROGRESS_S)]
-            argv = [container._tool("nsenter"), f"--net={netns.NETNS_DIR / rl.sliver_netns(self.node, spec.slot)}",
-                    "--", "/bin/sh", "-c", container._JOIN, "primo-join", *group.procs_files, "--", *immerse]
+            argv = container.net_argv(c, immerse)
             slot_fd = self._fresh_sim_dir(spec.slot, uid)
             try:
                 _create(slot_fd, model.name, spec.model.encode(), 0o600)

@@ -264,7 +264,7 @@ def fetch_model(url: str, *, max_bytes: int = 4 * 2**20, timeout: float = 10.0) 
             length = r.headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > max_bytes:
                 raise bad(f"it is {int(length)} bytes, more than the {max_bytes} allowed")
-            data = r.read(max_bytes + 1)  # one byte more tells a model that is too big
+            data: bytes = r.read(max_bytes + 1)  # one byte more tells a model that is too big
     except urllib.error.HTTPError as exc:
         exc.close()
         raise bad(f"HTTP {exc.code} {exc.reason}") from None

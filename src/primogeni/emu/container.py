@@ -25,7 +25,7 @@ writes ``run_dir/<name>.pid`` (PID 1's host pid, the cgroup) for :func:`attach`.
 the caller works on one while the forker makes the next (two cores).
 
 Programs enter with ``nsenter`` and run without ``CAP_SYS_ADMIN`` & co
-(:mod:`primogeni.emu.container_exec`, re-exported here: ``exec_argv``, ``spawn``, ``run``).
+(:mod:`primogeni.emu.container_exec`, re-exported here: ``exec_argv``, ``net_argv``, ``spawn``, ``run``).
 :func:`destroy_many` kills many containers before waiting for any (the kernel frees their
 network namespaces in one batch).
 Limits: the file system is the host's but for those mounts (no user namespace: root in a sliver is
@@ -569,7 +569,7 @@ def restart(spec: ContainerSpec) -> Container:
 
 
 # programs in a container: emu/container_exec.py (re-exported here; it uses the names above)
-from primogeni.emu.container_exec import exec_argv, run, spawn  # noqa: E402
+from primogeni.emu.container_exec import exec_argv, net_argv, run, spawn  # noqa: E402
 
 __all__ = ["Container", "ContainerSpec", "attach", "cgroups", "close_forker", "create", "create_many", "destroy",
-           "destroy_many", "etc_files", "exec_argv", "restart", "run", "spawn"]
+           "destroy_many", "etc_files", "exec_argv", "net_argv", "restart", "run", "spawn"]

@@ -24,12 +24,7 @@ def exec_argv(c: _c.Container, argv: Sequence[str], *, user: str | None = None, 
     out = [_c._tool("nsenter"), f"--target={c.pid}", "--net", "--uts", "--ipc", "--mount", "--pid"]
     if cwd is not None:
         out.append(f"--wdns={cwd}")
-    out.append("--")
-    if c.cgroup:
-        group = _c.cgroups().find(c.cgroup)
-        if group is None:
-            raise EmuError(f"its cgroup {c.cgroup} is gone", what=c.name)
-        out += ["/bin/sh", "-c", _c._JOIN, "primo-join", *group.procs_files, "--"]
+    out += ["--", *_join(c)]
     dropped = ",".join(f"-{cap}" for cap in _c.DROPPED_CAPS)
     out += [_c._tool("setpriv"), f"--bounding-set={dropped}", f"--inh-caps={dropped}", "--pdeathsig=KILL"]
     if user == "nobody":  # Debian has no group of that name: the numbers, and no groups at all
@@ -41,6 +36,25 @@ def exec_argv(c: _c.Container, argv: Sequence[str], *, user: str | None = None, 
     else:
         out.append("--")
     return [*out, *argv]
+
+
+def _join(c: _c.Container) -> list[str]:
+    """The argv prefix that joins the container's cgroup (a tiny ``sh``) before it execs the rest."""
+    if not c.cgroup:
+        return []
+    group = _c.cgroups().find(c.cgroup)
+    if group is None:
+        raise EmuError(f"its cgroup {c.cgroup} is gone", what=c.name)
+    return ["/bin/sh", "-c", _c._JOIN, "primo-join", *group.procs_files, "--"]
+
+
+def net_argv(c: _c.Container, argv: Sequence[str]) -> list[str]:
+    """The argv that runs ``argv`` in the container's network namespace and cgroup only: the host's
+    file system and PID namespace, and the caller's user and capabilities (for a service the node
+    runs for the sliver, not for the sliver's users)."""
+    if not argv:
+        raise EmuError("nothing to run", what=c.name)
+    return [_c._tool("nsenter"), f"--target={c.pid}", "--net", "--", *_join(c), *argv]
 
 
 def _env(env: Mapping[str, str] | None) -> dict[str, str]:
@@ -78,4 +92,4 @@ def run(c: _c.Container, argv: Sequence[str], *, user: str | None = None, timeou
 # at the end: container.py imports this module at its own end (either may be imported first)
 from primogeni.emu import container as _c  # noqa: E402
 
-__all__ = ["exec_argv", "run", "spawn"]
+__all__ = ["exec_argv", "net_argv", "run", "spawn"]

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from primogeni.emu import netns as namespaces
 from primogeni.emu.packetio import Endpoint, PacketEndpoint
 from primogeni.errors import EmuError, ModelError, PrimoError
 from primogeni.immersion.bridge import Immersion, emulated_hosts, host_path
@@ -265,22 +266,14 @@ def _attach(opts: Options, stack: ExitStack, say: Say) -> dict[str, Endpoint]:
 def disable_ipv6(ifname: str, say: Say = print) -> None:
     """No IPv6 on the bound interface ``ifname`` of this namespace: its side sends nothing of its own
     (router solicitations, DAD). Without the privilege to do so (CAP_NET_ADMIN), a warning."""
-    path = f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    if not os.path.isdir("/proc/sys/net/ipv6"):
         return  # this kernel has no IPv6
-    except PermissionError:
-        say(f"WARNING: cannot disable IPv6 on {ifname} (not permitted): its own IPv6 packets reach the host")
-        return
-    except OSError as exc:
-        raise EmuError(f"cannot disable IPv6: {exc.strerror}", path) from exc
     try:
-        os.write(fd, b"1")
-    except OSError as exc:
-        raise EmuError(f"cannot disable IPv6: {exc.strerror}", path) from exc
-    finally:
-        os.close(fd)
+        namespaces.set_sysctl(None, f"net.ipv6.conf.{ifname}.disable_ipv6", "1")
+    except EmuError as exc:
+        if not isinstance(exc.__cause__, PermissionError):
+            raise
+        say(f"WARNING: cannot disable IPv6 on {ifname} (not permitted): its own IPv6 packets reach the host")
 
 
 def preload() -> None:
